@@ -1,0 +1,108 @@
+"""The model-specific half of training, shared by MelNet and cMelGAN.
+
+The :class:`~nmusic.trainer.Trainer` owns the loop (data, device, mixed precision, checkpoints,
+resume, DDP, logging). A :class:`Recipe` owns the model: which modules and optimisers exist, what
+one optimisation step does, how to sample. Both model families subclass it, so the trainer is
+written once.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+from .audio import SpecParams
+
+
+@dataclass
+class StepContext:
+    """What the trainer hands to :meth:`Recipe.train_step`.
+
+    ``autocast()`` is a context manager for the forward pass (bf16/fp16 on GPU, no-op otherwise);
+    ``backward(loss)`` scales the loss when fp16 is on; ``step(optimizer)`` unscales, clips and
+    steps through the grad scaler. Recipes must use these three so that mixed precision works.
+    """
+
+    step: int
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    grad_clip: float | None = None
+    extras: dict = field(default_factory=dict)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, parameters=None) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        if self.grad_clip and parameters is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+class Recipe:
+    """Base class: subclasses set ``name``, ``config``, ``modules`` and ``optimizers``.
+
+    - ``modules``: ``dict[str, nn.Module]``, saved and loaded by name; the trainer may wrap them in
+      DDP (then reach the raw module with :meth:`unwrap`).
+    - ``optimizers``: ``dict[str, Optimizer]``, saved and loaded by name.
+    - :meth:`train_step` does forward, backward and optimiser steps for one batch and returns
+      float losses for logging. It must call each (possibly DDP-wrapped) module at most once per
+      backward pass (concatenate real and fake batches, for instance).
+    """
+
+    name: str = "recipe"
+
+    def __init__(self, config, spec: SpecParams, genres: list[str]):
+        self.config = config
+        self.spec = spec
+        self.genres = list(genres)
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    # --- training -------------------------------------------------------------------------------
+    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        """``mel``: ``(B, n_mels, frames)`` normalised log-mel; ``genre``: ``(B,)`` int64 ids."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def eval_step(self, mel: torch.Tensor, genre: torch.Tensor) -> dict[str, float]:
+        """Validation losses on a held-out batch (lower is better for the first key)."""
+        return {}
+
+    @torch.no_grad()
+    def sample(self, genre: torch.Tensor, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+        """``(B,)`` genre ids -> ``(B, n_mels, frames)`` normalised log-mel."""
+        raise NotImplementedError
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def to(self, device) -> "Recipe":
+        for m in self.modules.values():
+            m.to(device)
+        return self
+
+    @staticmethod
+    def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+        return getattr(module, "module", module)
+
+    def n_params(self, names: list[str] | None = None) -> int:
+        names = names or list(self.modules)
+        return sum(p.numel() for n in names for p in self.unwrap(self.modules[n]).parameters())
+
+    def extra_state(self) -> dict:
+        """Anything beyond modules/optimisers to checkpoint (EMA weights live in modules)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
