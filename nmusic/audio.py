@@ -130,6 +130,12 @@ class MelFrontEnd(torch.nn.Module):
         self._lo = math.log(p.log_floor)
         self._hi = math.log(p.log_ceil)
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda() replace buffers one by one; re-tie so both ways keep sharing one tensor.
+        out = super()._apply(fn, *args, **kwargs)
+        self.inverse_mel.fb = self.melspec.mel_scale.fb
+        return out
+
     @property
     def filterbank(self) -> torch.Tensor:
         """``(n_fft//2+1, n_mels)`` mel filters shared by analysis and inversion."""

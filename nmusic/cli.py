@@ -1,0 +1,216 @@
+"""The ``nmusic`` command: one subcommand per step of the workflow (``python -m nmusic`` works too).
+
+    nmusic synth     DIR                     write the embedded genre dataset (no download)
+    nmusic fetch     SOURCE --dest DIR       Drive id/URL, archive or folder -> local data folder
+    nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report
+    nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file
+    nmusic train     MODEL --cache CACHE --run RUN_DIR [--preset P] [--set k=v] [--config F] [--resume]
+    nmusic generate  RUN_DIR --genre G --n K --out DIR
+    nmusic demo      --out DIR [--model cmelgan|melnet] [--quick]
+    nmusic evaluate  RUN_DIR [RUN_DIR ...] --out DIR
+    nmusic bench     [--quick]
+
+User errors (bad files, bad config fields, ...) print one clear message and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import NmusicError
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --- data -----------------------------------------------------------------------------------------
+def cmd_synth(a):
+    from .synth import GENRES, write_dataset
+    out = write_dataset(a.out, genres=a.genres or GENRES, files_per_genre=a.files, seconds=a.seconds, seed=a.seed)
+    print(f"wrote the embedded dataset to {out}")
+
+
+def cmd_fetch(a):
+    from .fetch import fetch
+    root = fetch(a.source, a.dest)
+    print(f"data folder: {root}")
+
+
+def cmd_manifest(a):
+    from .manifest import build_manifest
+    m = build_manifest(a.data_dir, clip_seconds=a.clip_seconds, workers=a.workers)
+    m.save(a.out)
+    print(m.summary())
+    print(f"manifest: {a.out}")
+
+
+def cmd_prepare(a):
+    import time
+
+    from .audio import spec_preset
+    from .dataset import AudioCache, prepare
+    from .manifest import Manifest
+    sr = a.sample_rate or spec_preset(a.spec).sample_rate
+    m = Manifest.load(a.manifest)
+    cache = prepare(m, sr, a.out, workers=a.workers)
+    for g, h in cache.hours_per_genre().items():
+        print(f"  {g:<16} {h:8.3f} h")
+    t0 = time.perf_counter()
+    AudioCache.load(a.out)
+    print(f"cache: {a.out} ({sum(cache.hours_per_genre().values()):.3f} h at {sr} Hz, "
+          f"reloads in {time.perf_counter() - t0:.2f} s)")
+
+
+# --- models ---------------------------------------------------------------------------------------
+def _model_config(model: str, preset: str, config_file: str | None, sets: list[str]):
+    from .config import load_override_file, parse_set_args, resolve
+    from .models import registry
+    reg = registry()
+    if model not in reg:
+        raise NmusicError(f"unknown model {model!r}; choose one of {sorted(reg)}")
+    overrides = load_override_file(config_file) if config_file else {}
+    overrides.update(parse_set_args(sets or []))
+    presets, recipe_cls = reg[model]
+    return resolve(presets, preset, overrides), recipe_cls
+
+
+def cmd_train(a):
+    from .train_run import train_model
+    cfg, _ = _model_config(a.model, a.preset, a.config, a.set)
+    summary = train_model(a.model, a.preset, cfg, cache_path=a.cache, run_dir=a.run, steps=a.steps,
+                          time_budget_s=a.time_budget, resume=a.resume, device=a.device, amp=a.amp,
+                          compile=a.compile, num_workers=a.workers, seed=a.seed)
+    _print_json(summary)
+
+
+def cmd_generate(a):
+    from .generate import generate
+    files = generate(a.run_dir, genre=a.genre, n=a.n, out_dir=a.out, seed=a.seed, temperature=a.temperature,
+                     device=a.device)
+    for f in files:
+        print(f)
+
+
+def cmd_demo(a):
+    from .demo import run_demo
+    report = run_demo(a.out, model=a.model, quick=a.quick, budget_s=a.budget, seed=a.seed)
+    print(f"report: {Path(a.out) / 'report.md'}")
+    _print_json({k: report[k] for k in ("model", "preset", "params", "train_seconds", "train_khz")})
+
+
+def cmd_evaluate(a):
+    from .evaluate import evaluate_runs
+    metrics = evaluate_runs(a.run_dirs, out_dir=a.out, cache_path=a.cache, device=a.device, n_per_genre=a.n)
+    print(f"wrote {Path(a.out) / 'metrics.md'} and metrics.json")
+    print((Path(a.out) / "metrics.md").read_text())
+    return metrics
+
+
+def cmd_bench(a):
+    from .bench import run_bench
+    run_bench(out=a.out, quick=a.quick, device=a.device, models=a.models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nmusic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write the embedded procedural genre dataset (classical/edm/lofi)")
+    s.add_argument("out", help="output folder; one sub-folder per genre")
+    s.add_argument("--files", type=int, default=8, help="files per genre")
+    s.add_argument("--seconds", type=float, default=30.0, help="length of each file")
+    s.add_argument("--genres", nargs="*", help="subset of genres")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("fetch", help="get the music archive: Drive id/URL (gdown), .zip/.tar* archive, or folder")
+    s.add_argument("source", help="Google Drive share link or file id, an archive path (e.g. on mounted Drive) or a folder")
+    s.add_argument("--dest", default="data/raw", help="local folder to copy/extract into")
+    s.set_defaults(fn=cmd_fetch)
+
+    s = sub.add_parser("manifest", help="list audio files per genre (top-level folder) into a CSV + skipped report")
+    s.add_argument("data_dir", help="folder holding one sub-folder per genre")
+    s.add_argument("--out", default="data/manifest.csv")
+    s.add_argument("--clip-seconds", type=float, default=2.0, help="files shorter than this are skipped")
+    s.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    s.set_defaults(fn=cmd_manifest)
+
+    s = sub.add_parser("prepare", help="decode + resample all files into one RAM-resident cache file")
+    s.add_argument("manifest", help="CSV written by `nmusic manifest`")
+    s.add_argument("--out", default="data/cache.pt")
+    s.add_argument("--spec", default="default", help="spectrogram preset whose sample rate to use")
+    s.add_argument("--sample-rate", type=int, default=None, help="override the sample rate")
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("train", help="train a model (cmelgan or melnet) on a prepared cache; resumable")
+    s.add_argument("model", help="cmelgan or melnet")
+    s.add_argument("--cache", required=True, help="cache file from `nmusic prepare`")
+    s.add_argument("--run", required=True, help="run folder (checkpoints, logs, samples); may be on mounted Drive")
+    s.add_argument("--preset", default="tiny", help="tiny, paper-small, paper-large, ...")
+    s.add_argument("--config", default=None, help="small .json/.yaml file of config overrides")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config field")
+    s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the preset's)")
+    s.add_argument("--time-budget", type=float, default=None, help="stop cleanly after this many seconds")
+    s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from the newest checkpoint in --run (default on)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    s.add_argument("--compile", action="store_true", help="torch.compile the modules (GPU)")
+    s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("generate", help="sample WAVs + spectrogram PNGs of a genre from a trained run")
+    s.add_argument("run_dir")
+    s.add_argument("--genre", required=True)
+    s.add_argument("--n", type=int, default=4)
+    s.add_argument("--out", default=None, help="default: RUN_DIR/generated")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("demo", help="the whole job on the embedded dataset: data -> train -> generate -> report")
+    s.add_argument("--out", default="demo_out")
+    s.add_argument("--model", default="cmelgan", choices=["cmelgan", "melnet"])
+    s.add_argument("--quick", action="store_true", help="seconds-long version for tests")
+    s.add_argument("--budget", type=float, default=None, help="training seconds (default: fits 15 min in all)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("evaluate", help="metrics for trained runs: genre accuracy, FD, originality, Table 1")
+    s.add_argument("run_dirs", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--cache", default=None, help="real data cache (default: the one recorded in the run)")
+    s.add_argument("--n", type=int, default=16, help="generated clips per genre")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("bench", help="training/sampling/data throughput in the paper's units (kHz)")
+    s.add_argument("--out", default="bench.json")
+    s.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--models", nargs="*", default=None)
+    s.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except NmusicError as e:
+        print(f"nmusic {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nmusic {args.command}: interrupted; the last checkpoint (if any) is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Figures shared by the notebooks, the trainer and the reports (matplotlib, no display needed).
+
+Every function returns the matplotlib Figure; ``path=`` also saves it as PNG and closes it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
+import torch
+
+
+def _finish(fig, path):
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return fig
+
+
+def spectrogram(mel: torch.Tensor, title: str = "", path=None, ax=None):
+    """One normalised log-mel ``(n_mels, frames)`` as an image, low frequencies at the bottom."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+    ax.imshow(mel.detach().float().cpu().numpy(), origin="lower", aspect="auto", vmin=-1, vmax=1, cmap="magma")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("mel bin")
+    return _finish(fig, path) if fig is not None else ax.figure
+
+
+def spectrogram_grid(mels: torch.Tensor, titles: list[str], path=None, cols: int = 3):
+    """``(N, n_mels, frames)`` spectrograms in a grid."""
+    n = len(mels)
+    cols = min(cols, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, m, t in zip(axes.flat, mels, titles):
+        spectrogram(m, t, ax=ax)
+    return _finish(fig, path)
+
+
+def loss_curves(history: list[dict], path=None, keys: list[str] | None = None):
+    """Training losses against step from a trainer history (list of ``{"step": .., key: ..}``)."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    keys = keys or sorted({k for h in history for k in h if k != "step" and isinstance(h[k], (int, float))})
+    for k in keys:
+        pts = [(h["step"], h[k]) for h in history if k in h]
+        if pts:
+            ax.plot(*zip(*pts), label=k)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8, ncols=2)
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def bar_chart(values: dict[str, float], ylabel: str, title: str = "", path=None):
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(list(values), list(values.values()), color="tab:blue")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _finish(fig, path)
+
+
+def confusion(cm, genres: list[str], title: str = "", path=None):
+    """Confusion matrix (rows: true genre, columns: predicted)."""
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    cm = torch.as_tensor(cm)
+    ax.imshow(cm.numpy(), cmap="Blues")
+    ax.set_xticks(range(len(genres)), genres, rotation=45, ha="right")
+    ax.set_yticks(range(len(genres)), genres)
+    for i in range(len(genres)):
+        for j in range(len(genres)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _finish(fig, path)
