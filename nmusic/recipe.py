@@ -15,6 +15,32 @@ import torch
 from .audio import SpecParams
 
 
+class StepIndex(int):
+    """The step number (an ``int``) that is also callable: ``ctx.step(optimizer)`` steps ``optimizer``.
+
+    :class:`StepContext` offers both ``ctx.step`` (the 0-based index of this training step) and
+    ``ctx.step(optimizer, parameters)``; one attribute cannot be a field and a method, so the field
+    holds this int subclass, whose call is :meth:`StepContext.optimizer_step`. It pickles as an int.
+    """
+
+    def __new__(cls, value: int, ctx: "StepContext"):
+        obj = super().__new__(cls, value)
+        obj._ctx = ctx
+        return obj
+
+    def __call__(self, optimizer: torch.optim.Optimizer, parameters=None) -> None:
+        self._ctx.optimizer_step(optimizer, parameters)
+
+    def __reduce__(self):
+        return int, (int(self),)
+
+    def __copy__(self):
+        return int(self)
+
+    def __deepcopy__(self, memo):
+        return int(self)
+
+
 @dataclass
 class StepContext:
     """What the trainer hands to :meth:`Recipe.train_step`.
@@ -22,6 +48,8 @@ class StepContext:
     ``autocast()`` is a context manager for the forward pass (bf16/fp16 on GPU, no-op otherwise);
     ``backward(loss)`` scales the loss when fp16 is on; ``step(optimizer)`` unscales, clips and
     steps through the grad scaler. Recipes must use these three so that mixed precision works.
+    ``step`` is also the 0-based index of the training step (see :class:`StepIndex`).
+    ``rank``/``world_size`` describe distributed training (0/1 on a single device).
     """
 
     step: int
@@ -30,6 +58,11 @@ class StepContext:
     scaler: torch.amp.GradScaler | None = None
     grad_clip: float | None = None
     extras: dict = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self):
+        self.step = StepIndex(self.step, self)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -39,13 +72,23 @@ class StepContext:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, parameters=None) -> None:
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, parameters=None) -> None:
+        """``ctx.step(optimizer, parameters)``: unscale (fp16), clip to ``grad_clip``, step, zero grads.
+
+        ``parameters`` (default: the optimiser's) are what the gradient norm is clipped over.
+
+        The grad scaler is updated after every optimiser step, so one optimiser may step several
+        times per batch (e.g. extra critic steps).
+        """
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
-        if self.grad_clip and parameters is not None:
+        if self.grad_clip:
+            if parameters is None:
+                parameters = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
         if self.scaler is not None:
             self.scaler.step(optimizer)
+            self.scaler.update()
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -94,7 +137,14 @@ class Recipe:
 
     @staticmethod
     def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-        return getattr(module, "module", module)
+        """The raw module under ``torch.compile`` (``_orig_mod``) and/or DDP (``module``) wrappers."""
+        while True:
+            if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+                module = module.module
+            elif hasattr(module, "_orig_mod"):
+                module = module._orig_mod
+            else:
+                return getattr(module, "module", module) if isinstance(module, torch.nn.DataParallel) else module
 
     def n_params(self, names: list[str] | None = None) -> int:
         names = names or list(self.modules)

@@ -1,0 +1,68 @@
+"""cMelGAN discriminator: (spectrogram, genre) -> one realness logit (paper section 3.2.2).
+
+Layout (``B`` batch, ``F`` mel bins, ``T`` frames)::
+
+    x (B, F, T) -> (B, 1, F, T)
+    [concat conditioning] embed_c(genre) (B, F*T) -> (B, 1, F, T), stacked as a 2nd input channel (paper)
+    -> [Conv2d(kernel k_i, stride s_i, groups g_i) -> LeakyReLU] per layer       grouped convs allow the
+       paper's large kernels at modest cost; stride 2 layers downsample
+    -> h = sum over (freq, time) of the last feature map (B, C)                  (SNGAN/BigGAN pooling)
+    -> logit = Linear(h)                                                          (paper: linear output)
+             + <embed_p(genre), h>                  [projection conditioning, Miyato & Koyama 2018]
+
+``conditioning`` picks ``"concat"`` (the paper), ``"projection"`` or ``"both"``. The output is a raw
+logit; the loss (hinge, BCE-with-logits = the paper's sigmoid + BCE, or least squares) lives in
+:mod:`nmusic.models.cmelgan`.
+
+Normalisation: spectral norm on every weight (convs, linear, projection embedding) when
+``spectral_norm`` is on (the stabiliser of choice for GAN discriminators, Miyato et al. 2018);
+otherwise weight norm on the convs, as in the paper and MelGAN.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+
+class Discriminator(nn.Module):
+    """``forward(x (B, F, T), genre (B,), features=False) -> logits (B,)`` (and feature maps)."""
+
+    def __init__(self, n_genres: int, n_mels: int, frames: int, channels, kernels, strides, groups,
+                 conditioning: str = "projection", use_spectral_norm: bool = True, leaky: float = 0.2):
+        super().__init__()
+        self.n_mels, self.frames = n_mels, frames
+        self.concat = conditioning in ("concat", "both")
+        self.project = conditioning in ("projection", "both")
+        norm = spectral_norm if use_spectral_norm else (lambda m: m)
+        conv_norm = spectral_norm if use_spectral_norm else weight_norm
+
+        if self.concat:
+            # One learned (F x T) plane per genre (the paper's "embedding reshaped to the spectrogram size").
+            self.embed_concat = nn.Embedding(n_genres, n_mels * frames)
+        layers, c_in = [], 2 if self.concat else 1
+        for c, k, s, g in zip(channels, kernels, strides, groups):
+            layers.append(nn.Sequential(
+                conv_norm(nn.Conv2d(c_in, c, kernel_size=k, stride=s, padding=k // 2, groups=g)),
+                nn.LeakyReLU(leaky),
+            ))
+            c_in = c
+        self.layers = nn.ModuleList(layers)
+        self.linear = norm(nn.Linear(c_in, 1))
+        if self.project:
+            self.embed_project = norm(nn.Embedding(n_genres, c_in))
+
+    def forward(self, x: torch.Tensor, genre: torch.Tensor, features: bool = False):
+        h = x.unsqueeze(1)                                                   # (B, 1, F, T)
+        if self.concat:
+            plane = self.embed_concat(genre).view(-1, 1, self.n_mels, self.frames).to(h.dtype)
+            h = torch.cat([h, plane], dim=1)                                 # (B, 2, F, T)
+        feats = []
+        for layer in self.layers:
+            h = layer(h)                                                     # (B, C_i, F_i, T_i)
+            feats.append(h)
+        h = h.sum(dim=(2, 3))                                                # (B, C)
+        logit = self.linear(h).squeeze(1)                                    # (B,)
+        if self.project:
+            logit = logit + (self.embed_project(genre) * h).sum(dim=1)
+        return (logit, feats) if features else logit

@@ -1,0 +1,182 @@
+"""MelNet recipe: config, presets and training/sampling glue (paper 3.1 and 4.2).
+
+The model is a multiscale MelNet (``melnet_tiers``): the spectrogram is split into tiers by
+alternately halving time and frequency; tier 1 is an autoregressive MelNet conditioned on the genre,
+every later tier is an autoregressive MelNet conditioned on the coarser tiers through a feature
+extraction network. Every tier has its own likelihood (mixture NLL, ``melnet_gmm``) and is trained
+on the ground-truth coarser tiers (teacher forcing), so tiers train independently: each tier is
+its own module (``"tier1"``, ``"tier2"``, ...) with its own optimiser, and ``train_tiers`` picks
+which ones a run trains.
+
+Presets. ``tiny`` runs on a CPU. ``paper-small`` / ``paper-large`` match Table 1 of the paper
+(4.04M / 50.8M parameters) with the seed's spectrogram settings (180 mels, hop 800, n_fft 2048,
+22.05 kHz). Counted are all parameters of all tiers: the stacks (LSTM weights and both biases,
+``W_t``, ``W_f``), input maps, genre embedding (3 genres), feature extraction networks and mixture
+heads. Per layer a width-``d`` LSTM MelNet layer has ``36 d^2 + 34 d`` parameters, so the 27 layers
+of ``paper-small`` alone are 4,040,064.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..audio import SpecParams
+from ..errors import ConfigError, TrainingDiverged
+from ..recipe import Recipe, StepContext
+from . import melnet_gmm as gmm
+from .melnet_layers import RNN_TYPES
+from .melnet_sampling import sample as sample_tiers
+from .melnet_tiers import Tier, split, tier_shapes
+
+
+@dataclass
+class MelNetConfig:
+    """MelNet hyper-parameters (see the module docstring for what each preset reproduces)."""
+
+    spec: str = "default"            # spectrogram preset (nmusic.audio.SPEC_PRESETS)
+    clip_frames: int = 64            # frames per training clip
+    batch_size: int = 8
+    dim: int = 32                    # hidden width d of every stack
+    layers: list[int] = field(default_factory=lambda: [4, 2, 2])   # layers per tier; len = number of tiers
+    rnn: str = "lstm"                # "lstm" or "gru"
+    central: bool = True             # centralized stack (RNN over whole frames)
+    n_mixtures: int = 10             # Gaussian mixture components per element
+    scale_floor: float = 5e-3        # smallest mixture scale (data range is [-1, 1])
+    cond_dim: int = 32               # width of the feature extraction network (tiers >= 2)
+    cond_layers: int = 1             # layers of the feature extraction network
+    genre_all_tiers: bool = False    # genre embedding in every tier (always in tier 1)
+    train_tiers: list[int] = field(default_factory=list)   # tiers to train (1-based); empty = all
+    checkpoint: bool = False         # gradient checkpointing per layer
+    lr: float = 3e-4                 # Adam
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+
+
+PRESETS: dict[str, MelNetConfig] = {
+    # CPU: 1 s clips of 64 mels at 16 kHz, three tiers (32x32, 32x32, 32x64).
+    "tiny": MelNetConfig(),
+    # Table 1 "MelNet (small)": 4.04M; 8 s clips (221 frames), four tiers.
+    "paper-small": MelNetConfig(spec="melnet-paper", clip_frames=221, batch_size=6, dim=64, layers=[12, 6, 5, 4],
+                                central=False, cond_dim=32, lr=1e-4),
+    # Table 1 "MelNet (large)": 50.8M; 3 s clips (83 frames), four tiers.
+    "paper-large": MelNetConfig(spec="melnet-paper", clip_frames=83, batch_size=6, dim=256, layers=[6, 5, 5, 5],
+                                central=False, cond_dim=64, lr=1e-4),
+}
+
+
+def _check(config: MelNetConfig, spec: SpecParams, genres: list[str]) -> None:
+    def need(ok, name, what):
+        if not ok:
+            raise ConfigError(f"melnet config field {name!r}: {what} (got {getattr(config, name, None)!r})")
+
+    need(isinstance(config.layers, (list, tuple)) and len(config.layers) >= 1
+         and all(isinstance(n, int) and n >= 1 for n in config.layers),
+         "layers", "give a list with the number of layers (>= 1) of every tier, e.g. [4, 2, 2]")
+    need(config.rnn in RNN_TYPES, "rnn", f"choose one of {sorted(RNN_TYPES)}")
+    for name in ("dim", "n_mixtures", "cond_dim", "cond_layers", "batch_size"):
+        need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1, name, "must be an integer >= 1")
+    need(config.scale_floor > 0, "scale_floor", "must be > 0")
+    need(config.lr > 0, "lr", "must be > 0")
+    G = len(config.layers)
+    need(all(t in range(1, G + 1) for t in config.train_tiers) and len(set(config.train_tiers)) == len(config.train_tiers),
+         "train_tiers", f"list distinct tiers among 1..{G} (empty = all)")
+    shapes = tier_shapes(config.clip_frames, spec.n_mels, G)
+    need(min(min(s) for s in shapes) >= 1, "clip_frames",
+         f"too small for {G} tiers of a {spec.n_mels}-mel spectrogram (tier shapes {shapes}); use more frames or fewer tiers")
+    if not genres:
+        raise ConfigError("melnet needs at least one genre (the dataset has none)")
+
+
+class MelNetRecipe(Recipe):
+    """Multiscale MelNet: modules ``tier1..tierG``, one Adam optimiser per trained tier."""
+
+    name = "melnet"
+
+    def __init__(self, config: MelNetConfig, spec: SpecParams, genres: list[str]):
+        super().__init__(config, spec, genres)
+        _check(config, spec, genres)
+        c = config
+        self.n_tiers = G = len(c.layers)
+        shapes = tier_shapes(c.clip_frames, spec.n_mels, G)
+        for g in range(G):
+            self.modules[f"tier{g + 1}"] = Tier(
+                shapes[g][1], c.dim, c.layers[g], len(self.genres), rnn=c.rnn, central=c.central,
+                n_mixtures=c.n_mixtures, scale_floor=c.scale_floor, genre_cond=(g == 0 or c.genre_all_tiers),
+                conditional=g > 0, cond_dim=c.cond_dim, cond_layers=c.cond_layers, checkpoint=c.checkpoint)
+        self.train_tiers = sorted(c.train_tiers) or list(range(1, G + 1))
+        for g in self.train_tiers:
+            self.optimizers[f"tier{g}"] = torch.optim.Adam(
+                self.modules[f"tier{g}"].parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+
+    def tiers(self) -> list[Tier]:
+        """The raw tier modules (unwrapped from DDP), coarse to fine."""
+        return [self.unwrap(self.modules[f"tier{g + 1}"]) for g in range(self.n_tiers)]
+
+    def _check_genre(self, genre: torch.Tensor) -> None:
+        if genre.numel() and (int(genre.min()) < 0 or int(genre.max()) >= len(self.genres)):
+            raise ConfigError(f"genre ids must be in 0..{len(self.genres) - 1} ({self.genres}); got {genre.tolist()}")
+
+    # --- training -------------------------------------------------------------------------------
+    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+        """One step on ``mel (B, n_mels, frames)``: forward, backward and step each trained tier in turn.
+
+        Returns ``{"nll": ..., "nll_tier<g>": ...}`` in nats per element; ``nll`` is over the
+        elements of the trained tiers.
+        """
+        tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
+        out, total, count = {}, 0.0, 0
+        for g in self.train_tiers:
+            name, x = f"tier{g}", tiers[g - 1]
+            module = self.modules[name]
+            with ctx.autocast():
+                theta = module(x, genre, contexts[g - 1])
+            loss = gmm.nll(self.unwrap(module).mixture(theta), x).mean()
+            value = loss.detach().item()
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"melnet {name} loss became {value}; lower 'lr' or raise 'scale_floor' "
+                                       f"and resume from the last checkpoint")
+            ctx.backward(loss)
+            ctx.step(self.optimizers[name], module.parameters())
+            out[f"nll_{name}"] = value
+            total, count = total + value * x.numel(), count + x.numel()
+        return {"nll": total / count, **out}
+
+    @torch.no_grad()
+    def eval_step(self, mel: torch.Tensor, genre: torch.Tensor) -> dict[str, float]:
+        """Held-out NLL in nats per element of the whole spectrogram (``nll``), and per tier."""
+        tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
+        out, total = {}, 0.0
+        for g, tier in enumerate(self.tiers()):
+            value = float(gmm.nll(tier.mixture(tier(tiers[g], genre, contexts[g])), tiers[g]).mean())
+            out[f"nll_tier{g + 1}"] = value
+            total += value * tiers[g].numel()
+        return {"nll": total / mel.numel(), **out}
+
+    # --- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, genre: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
+               n_frames: int | None = None, prime: torch.Tensor | None = None, naive: bool = False,
+               progress: bool = False) -> torch.Tensor:
+        """``(B,)`` genre ids -> ``(B, n_mels, n_frames)`` normalised log-mel (cached sampling).
+
+        ``n_frames`` defaults to ``clip_frames`` (plus the prime's length when priming).
+        ``temperature`` sharpens the mixture weights and scales the mixture scales (0 = most likely
+        component's mean). ``prime (B|1, n_mels, P)`` is a real clip to continue: the result starts
+        with it. ``naive=True`` uses the slow baseline sampler.
+        """
+        self._check_genre(genre)
+        if temperature < 0:
+            raise ConfigError(f"sampling temperature must be >= 0 (got {temperature})")
+        n_mels = self.spec.n_mels
+        if prime is not None:
+            if prime.dim() != 3 or prime.shape[1] != n_mels or prime.shape[0] not in (1, genre.shape[0]):
+                raise ConfigError(f"prime must be (B or 1, {n_mels}, frames) normalised log-mel for {genre.shape[0]} "
+                                  f"sample(s); got {tuple(prime.shape)}")
+            prime = prime.transpose(1, 2)
+        n_prime = 0 if prime is None else prime.shape[1]
+        n_frames = n_frames or n_prime + self.config.clip_frames
+        if min(min(s) for s in tier_shapes(n_frames, n_mels, self.n_tiers)) < 1 or n_frames < n_prime:
+            raise ConfigError(f"n_frames={n_frames} is too short for {self.n_tiers} tiers or the {n_prime}-frame prime")
+        x = sample_tiers(self.tiers(), genre, n_frames, n_mels, temperature, generator, prime, naive, progress)
+        return x.transpose(1, 2).contiguous()

@@ -1,0 +1,50 @@
+"""One training run from a prepared cache: what ``nmusic train`` and ``nmusic demo`` call.
+
+cache file -> split by file -> recipe (model config + the cache's genres + the config's
+spectrogram preset) -> :class:`~nmusic.trainer.Trainer` -> a summary in the paper's Table 1 units
+(parameters, seconds, kHz of audio consumed per second).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .audio import spec_preset
+from .dataset import AudioCache, split_by_file
+from .errors import ConfigError
+from .trainer import TrainConfig, Trainer
+
+
+def build_recipe(model: str, cfg, genres: list[str]):
+    from .models import registry
+    reg = registry()
+    if model not in reg:
+        raise ConfigError(f"unknown model {model!r}; choose one of {sorted(reg)}")
+    return reg[model][1](cfg, spec_preset(cfg.spec), list(genres))
+
+
+def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | None = None,
+                time_budget_s: float | None = None, resume: bool = True, device: str = "auto", amp: str = "none",
+                compile: bool = False, num_workers: int = 0, seed: int = 0, progress: bool = True,
+                val_fraction: float = 0.25, callbacks=(), train_overrides: dict | None = None) -> dict:
+    """Train (or continue training) ``model`` with config ``cfg`` into ``run_dir``; returns a summary dict."""
+    cache = AudioCache.load(cache_path)
+    train_files, val_files = split_by_file(cache, val_fraction=val_fraction, seed=seed)
+    recipe = build_recipe(model, cfg, cache.genres)
+    if steps is None:  # a time budget decides when to stop; otherwise the preset's step count
+        steps = 10**9 if time_budget_s else getattr(cfg, "steps", 2000)
+    tc = dict(steps=steps, time_budget_s=time_budget_s, device=device, amp=amp, compile=compile,
+              num_workers=num_workers, seed=seed, progress=progress)
+    tc.update(train_overrides or {})
+    trainer = Trainer(recipe, cache, run_dir, TrainConfig(**tc), train_files, val_files, preset, callbacks)
+    t0 = time.perf_counter()
+    trainer.fit(resume=resume)
+    seconds = time.perf_counter() - t0
+    done = trainer.step - trainer.session_start_step
+    clip_samples = trainer.clip_samples
+    return {
+        "model": model, "preset": preset, "run_dir": str(Path(run_dir)), "steps": trainer.step,
+        "params": recipe.n_params(), "device": str(trainer.device), "train_seconds": seconds,
+        "train_khz": done * trainer.batch_size * trainer.world_size * clip_samples / max(seconds, 1e-9) / 1000,
+        "history_tail": trainer.history[-1] if trainer.history else None,
+    }

@@ -1,0 +1,659 @@
+"""The training loop shared by MelNet and cMelGAN (paper section 4: training set-up).
+
+The paper trained on Colab, where a session can disconnect at any time. So the loop is built
+around the run directory (put it on mounted Drive): everything needed to continue *exactly* is
+checkpointed atomically, and ``fit(resume=True)`` picks the newest complete checkpoint up again.
+
+What the :class:`Trainer` owns (the :class:`~nmusic.recipe.Recipe` owns the model-specific rest):
+
+* data: random clips from :func:`nmusic.dataset.make_loader`, whose batches depend only on
+  ``(seed, rank, step)``, turned into normalised log-mel on the training device by
+  :class:`~nmusic.audio.MelFrontEnd`; each clip is ``clip_frames`` frames long;
+* device, mixed precision (``amp``: bf16/fp16 through :class:`~nmusic.recipe.StepContext`),
+  ``torch.compile`` and multi-GPU DDP (launched by ``torchrun``; only rank 0 writes files);
+* checkpoints (modules, optimisers, grad scaler, step, RNG states of every rank, configs, genres,
+  spectrogram parameters, history): the newest ``keep_last`` plus ``best.pt`` by validation;
+* validation every ``val_every`` steps on fixed held-out clips (``recipe.eval_step``; its first
+  key, lower is better, picks ``best.pt``), sample spectrograms every ``sample_every`` steps;
+* logs: a tqdm progress bar with the losses, ``history.json`` + ``loss.png``, ``train.log``,
+  ``run.json`` (what was trained, readable without loading tensors), and callbacks (``on_log``)
+  for live plots in notebooks;
+* safety: a NaN/inf loss stops the run with :class:`~nmusic.errors.TrainingDiverged` before it can
+  overwrite a checkpoint; ``time_budget_s`` stops cleanly with a checkpoint.
+
+Run directory::
+
+    run.json  train.log  history.json  loss.png  ckpt-XXXXXXXX.pt ...  best.pt  samples/step-XXXXXXXX.png
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from . import __version__
+from .audio import MelFrontEnd, SpecParams
+from .checkpoint import (BEST, atomic_write_json, list_checkpoints, load_checkpoint, looks_complete,
+                         save_checkpoint)
+from .config import from_dict, to_dict
+from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .recipe import Recipe, StepContext
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    """How to train (the model's own hyper-parameters live in the recipe's config).
+
+    Intervals are in optimisation steps; 0 switches the event off (a final checkpoint is always
+    written). ``batch_size`` and ``clip_frames`` come from the model config and are per process.
+    """
+
+    steps: int = 1000
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_last: int = 3
+    val_every: int = 200
+    val_clips: int | None = 256       # at most this many fixed validation clips (None: all)
+    sample_every: int = 1000
+    samples_per_genre: int = 1
+    amp: str = "none"                 # "none" | "bf16" | "fp16" (fp16 needs CUDA)
+    compile: bool = False             # torch.compile the trainable modules
+    device: str = "auto"              # "auto" | "cpu" | "cuda" | "cuda:N"
+    num_workers: int = 0              # DataLoader worker processes
+    seed: int = 0
+    grad_clip: float | None = None    # max gradient norm per optimiser step (None: no clipping)
+    time_budget_s: float | None = None  # stop cleanly (with a checkpoint) after this many seconds
+    progress: bool = True             # tqdm progress bar
+
+    def __post_init__(self):
+        checks = [
+            (self.steps >= 0, "steps", "must be >= 0"),
+            (self.log_every >= 1, "log_every", "must be >= 1"),
+            (self.keep_last >= 1, "keep_last", "must be >= 1"),
+            (min(self.ckpt_every, self.val_every, self.sample_every) >= 0, "ckpt_every/val_every/sample_every",
+             "must be >= 0 (0 = off)"),
+            (self.val_clips is None or self.val_clips >= 1, "val_clips", "must be >= 1 or None"),
+            (self.samples_per_genre >= 1, "samples_per_genre", "must be >= 1"),
+            (self.amp in AMP_DTYPES, "amp", f"must be one of {list(AMP_DTYPES)}"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
+             "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+            (self.num_workers >= 0, "num_workers", "must be >= 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be > 0 or None"),
+            (self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s", "must be > 0 or None"),
+        ]
+        for ok, name, message in checks:
+            if not ok:
+                raise ConfigError(f"TrainConfig.{name} {message} (got {self})")
+
+
+class Callback:
+    """Hooks called on rank 0; override what you need. A plain function is taken as ``on_log``."""
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        """Every history entry: ``{"step", "split": "train"|"val", <losses>...}``."""
+
+    def on_sample(self, step: int, mel: torch.Tensor, genres: list[str], path: Path) -> None:
+        """Sample spectrograms ``(N, n_mels, frames)`` (genre name per row) and their PNG."""
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+    def on_end(self, history: list[dict]) -> None:
+        pass
+
+
+# --- RNG state (every source the recipes may draw from) ---------------------------------------------
+def rng_state(device: torch.device) -> dict:
+    """Torch CPU, CUDA (training device), NumPy and Python RNG states as tensors/builtins."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- device, distributed -----------------------------------------------------------------------------
+def distributed_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the variables ``torchrun`` sets (0, 1, 0 otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world, int(os.environ.get("LOCAL_RANK", str(rank)))
+
+
+def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"TrainConfig.device={name!r} but no CUDA GPU is available; use device='cpu' or 'auto'")
+        if name == "cuda":
+            return torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+    return torch.device(name)
+
+
+def plain(obj):
+    """Tensors and builtins only (what ``torch.load(weights_only=True)`` accepts), recursively.
+
+    str/int/float subclasses (``torch.__version__``, numpy scalars, ...) become the builtin, any
+    other object its ``str``.
+    """
+    if isinstance(obj, dict):
+        return {plain(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [plain(v) for v in obj]
+        return tuple(items) if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, torch.Tensor) or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for kind in (bool, int, float, str):
+        if isinstance(obj, kind):
+            return kind(obj)
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return obj
+    return str(obj)
+
+
+def _config_diff(a: dict, b: dict) -> list[str]:
+    return [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+# --- the trainer ---------------------------------------------------------------------------------------
+class Trainer:
+    """Train ``recipe`` on the clips of ``cache`` (files ``train_files``), validating on ``val_files``.
+
+    >>> trainer = Trainer(recipe, cache, "runs/cmelgan-tiny", TrainConfig(steps=2000), train, val, "tiny")
+    >>> history = trainer.fit(resume=True)   # continues from the newest checkpoint in the run dir
+
+    ``clip_frames``/``batch_size`` default to ``recipe.config.clip_frames``/``.batch_size``.
+    """
+
+    def __init__(self, recipe: Recipe, cache, run_dir, cfg: TrainConfig, train_files, val_files,
+                 model_preset: str, callbacks=(), *, clip_frames: int | None = None, batch_size: int | None = None):
+        if not isinstance(cfg, TrainConfig):
+            raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+        self.recipe, self.cache, self.cfg, self.model_preset = recipe, cache, cfg, model_preset
+        self.run_dir = Path(run_dir)
+        self.train_files, self.val_files = list(train_files), list(val_files)
+        self.callbacks = list(callbacks)
+        self.clip_frames = int(clip_frames or self._from_model_config("clip_frames"))
+        self.batch_size = int(batch_size or self._from_model_config("batch_size"))
+        if self.clip_frames < 2 or self.batch_size < 1:
+            raise ConfigError(f"need clip_frames >= 2 and batch_size >= 1 (got {self.clip_frames}, {self.batch_size})")
+        self.spec: SpecParams = recipe.spec
+        self.clip_samples = self.spec.samples(self.clip_frames)
+        if int(cache.sample_rate) != self.spec.sample_rate:
+            raise ConfigError(
+                f"the audio cache holds {cache.sample_rate} Hz audio but the model's spectrogram needs "
+                f"{self.spec.sample_rate} Hz; re-create the cache with `nmusic prepare ... --sample-rate "
+                f"{self.spec.sample_rate}` or pick a model config whose spec matches")
+        if list(cache.genres) != list(recipe.genres):
+            raise ConfigError(f"the recipe was built for genres {recipe.genres} but the audio cache has "
+                              f"{list(cache.genres)}; build the recipe with cache.genres")
+        if not self.train_files:
+            raise ConfigError("train_files is empty: there is no audio to train on")
+        self.rank, self.world_size, self.local_rank = distributed_env()
+        self.device = resolve_device(cfg.device, self.local_rank, self.world_size)
+        self.amp_dtype = AMP_DTYPES[cfg.amp]
+        if cfg.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("TrainConfig.amp='fp16' needs a CUDA GPU (fp16 on CPU is unsupported); "
+                              "use amp='bf16' or 'none' on CPU")
+        if cfg.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("TrainConfig.amp='bf16' is not supported by this GPU; use amp='fp16' or 'none'")
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        self.step = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.checkpoint_path: Path | None = None  # newest checkpoint written or resumed from
+        self.resumed_from: Path | None = None
+        self._pending = {"sums": {}, "count": 0}  # losses since the last log entry
+        self._elapsed_before = 0.0  # training seconds of earlier sessions
+        self._raw_modules = dict(recipe.modules)
+        self._owns_process_group = False
+        self._val: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _from_model_config(self, name: str) -> int:
+        value = getattr(self.recipe.config, name, None)
+        if value is None:
+            raise ConfigError(f"the model config has no {name!r} field; pass {name}= to Trainer")
+        return value
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # --- public ----------------------------------------------------------------------------------
+    def fit(self, resume: bool = True) -> list[dict]:
+        """Train until ``cfg.steps`` (or the time budget); returns the history (list of log entries)."""
+        started = time.monotonic()
+        self._init_distributed()
+        try:
+            self._setup(resume)
+            self._loop(started)
+            self._emit("on_end", self.history)
+            return self.history
+        finally:
+            self.recipe.modules.update(self._raw_modules)
+            if self.is_main and self.history:
+                self._write_history()
+            if self._owns_process_group:
+                dist.destroy_process_group()
+                self._owns_process_group = False
+
+    # --- set-up ------------------------------------------------------------------------------------
+    def _init_distributed(self) -> None:
+        if self.world_size > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(hours=1))
+            self._owns_process_group = True
+
+    def _setup(self, resume: bool) -> None:
+        recipe = self.recipe
+        recipe.modules.update(self._raw_modules)
+        recipe.to(self.device)
+        for m in recipe.modules.values():
+            if any(p.requires_grad for p in m.parameters()):
+                m.train()
+        self.front_end = MelFrontEnd(self.spec).to(self.device)
+        existing = list_checkpoints(self.run_dir)
+        state, path = self._find_checkpoint(existing) if resume else (None, None)
+        if state is not None:
+            self._restore(state, path)
+        else:
+            if existing and not resume:
+                raise CheckpointError(
+                    f"{self.run_dir} already holds checkpoints ({existing[-1].name}, ...) and resume=False; "
+                    f"use another run directory for a fresh run, delete its ckpt-*.pt files, or resume")
+            seed_everything(self.cfg.seed + 10007 * self.rank)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.run_dir / "run.json", self._run_info())
+            self._say(f"{'resumed from ' + path.name if path else 'new run'} at step {self.step}/{self.cfg.steps}: "
+                      f"{recipe.name} ({self.model_preset}), {recipe.n_params():,} parameters, "
+                      f"device {self.device}, amp {self.cfg.amp}, world size {self.world_size}")
+        self._wrap_modules()
+
+    def _find_checkpoint(self, paths: list[Path]) -> tuple[dict | None, Path | None]:
+        """Newest checkpoint that loads; incomplete ones (an interrupted write) are skipped with a note.
+
+        If checkpoints exist but none loads, the error is raised: never silently start afresh.
+        """
+        errors = []
+        for path in reversed(paths):
+            if not looks_complete(path):
+                self._say(f"skipping incomplete checkpoint {path.name} (interrupted write)")
+                continue
+            try:
+                return load_checkpoint(path), path
+            except CheckpointError as e:
+                self._say(f"skipping unreadable checkpoint: {e}")
+                errors.append(e)
+        if errors:
+            raise errors[0]
+        return None, None
+
+    def _restore(self, state: dict, path: Path) -> None:
+        recipe = self.recipe
+        if state.get("model") != recipe.name:
+            raise CheckpointError(f"{path} is a {state.get('model')!r} checkpoint, not {recipe.name!r}; "
+                                  f"use another run directory for a {recipe.name} run")
+        if list(state["genres"]) != list(self.cache.genres):
+            raise CheckpointError(
+                f"{path} was trained on genres {list(state['genres'])} but the dataset now has "
+                f"{list(self.cache.genres)}; genre ids would change meaning. Resume with the same genre folders "
+                f"(add/remove folders to match), or start a new run directory")
+        if state["spec"] != self.spec.to_dict():
+            raise CheckpointError(f"{path} used other spectrogram parameters ("
+                                  + "; ".join(_config_diff(state["spec"], self.spec.to_dict()))
+                                  + "); resume with the same model config, or start a new run directory")
+        diff = _config_diff(state["model_config"], plain(to_dict(recipe.config)))
+        if diff:
+            raise CheckpointError(f"{path} was trained with another model config ({'; '.join(diff)}); resume with "
+                                  f"the preset and overrides in run.json ({state.get('preset')!r}), or start a "
+                                  f"new run directory")
+        load_states(recipe, state, path, optimizers=True)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = state.get("rng") or []
+        if self.rank < len(rngs) and len(rngs) == self.world_size:
+            set_rng_state(rngs[self.rank], self.device)
+        else:  # another world size: reseed deterministically (data stays exact: it is keyed by step)
+            seed_everything(self.cfg.seed + 10007 * self.rank + state["step"])
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        self.best = state.get("best")
+        self._pending = state.get("log_pending") or {"sums": {}, "count": 0}
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.checkpoint_path = self.resumed_from = path
+        changed = _config_diff(state.get("train_config", {}), plain(to_dict(self.cfg)))
+        if changed and self.is_main:
+            self._say("train config changed since the checkpoint: " + "; ".join(changed))
+
+    def _wrap_modules(self) -> None:
+        """DDP (when distributed) then ``torch.compile`` around every module with trainable parameters."""
+        for name, module in self._raw_modules.items():
+            if not any(p.requires_grad for p in module.parameters()):
+                continue
+            wrapped = module
+            if self.world_size > 1:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                wrapped = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+            if self.cfg.compile:
+                wrapped = torch.compile(wrapped)
+            self.recipe.modules[name] = wrapped
+
+    def _run_info(self) -> dict:
+        return {"model": self.recipe.name, "preset": self.model_preset, "model_config": to_dict(self.recipe.config),
+                "train_config": to_dict(self.cfg), "genres": list(self.recipe.genres), "spec": self.spec.to_dict(),
+                "clip_frames": self.clip_frames, "batch_size": self.batch_size, "world_size": self.world_size,
+                "n_params": self.recipe.n_params(), "train_files": len(self.train_files),
+                "val_files": len(self.val_files), "nmusic_version": __version__,
+                "torch_version": str(torch.__version__)}
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def _loop(self, started: float) -> None:
+        from .dataset import make_loader
+
+        cfg = self.cfg
+        if self.step >= cfg.steps:
+            if self.is_main:
+                self._say(f"already at step {self.step} >= steps={cfg.steps}; raise steps to train further")
+            return
+        loader = make_loader(self.cache, self.train_files, self.clip_samples, self.batch_size, seed=cfg.seed,
+                             start_step=self.step, steps=cfg.steps, num_workers=cfg.num_workers,
+                             pin_memory=self.device.type == "cuda", rank=self.rank, world_size=self.world_size)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{self.recipe.name}", unit="step", dynamic_ncols=True,
+                   disable=not (self.is_main and cfg.progress))
+        session_start_step = self.step
+        try:
+            for wave, genre in loader:
+                wave = wave.to(self.device, non_blocking=True)
+                genre = genre.to(self.device, non_blocking=True)
+                with torch.no_grad():
+                    mel = self.front_end(wave)
+                ctx = StepContext(step=self.step, device=self.device, amp_dtype=self.amp_dtype, scaler=self.scaler,
+                                  grad_clip=cfg.grad_clip, rank=self.rank, world_size=self.world_size)
+                losses = {k: float(v) for k, v in self.recipe.train_step(mel, genre, ctx).items()}
+                bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                out_of_time = cfg.time_budget_s is not None and time.monotonic() - started >= cfg.time_budget_s
+                diverged, out_of_time = self._agree(bool(bad), out_of_time)
+                if diverged:
+                    self._diverged(bad or losses)
+                self.step += 1
+                bar.update(1)
+                self._accumulate(losses)
+                s, final = self.step, self.step >= cfg.steps
+                if s % cfg.log_every == 0 or final or out_of_time:
+                    self._log_train(started, session_start_step, bar)
+                is_best = False
+                if self._val_files_usable() and ((cfg.val_every and s % cfg.val_every == 0) or final):
+                    is_best = self._validate()
+                if cfg.sample_every and (s % cfg.sample_every == 0 or final) and self.is_main:
+                    self._sample()
+                if (cfg.ckpt_every and s % cfg.ckpt_every == 0) or final or out_of_time or is_best:
+                    self._checkpoint(started, is_best)
+                if out_of_time:
+                    if self.is_main:
+                        self._say(f"time budget of {cfg.time_budget_s:g} s reached at step {s}; checkpoint saved, "
+                                  f"resume to continue")
+                    break
+        finally:
+            bar.close()
+
+    def _agree(self, diverged: bool, out_of_time: bool) -> tuple[bool, bool]:
+        """All ranks stop together: a NaN on any rank, or rank 0 running out of time, stops everyone."""
+        if self.world_size == 1:
+            return diverged, out_of_time
+        flags = torch.tensor([float(diverged), float(out_of_time and self.is_main)], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0]), bool(flags[1])
+
+    def _diverged(self, bad: dict) -> None:
+        where = (f"the last good checkpoint {self.checkpoint_path} is intact" if self.checkpoint_path
+                 else "no checkpoint was written yet")
+        shown = ", ".join(f"{k}={v}" for k, v in bad.items()) or "a loss on another rank"
+        raise TrainingDiverged(
+            f"training diverged at step {self.step + 1}: {shown} (not finite); stopped without saving, {where}. "
+            f"Lower the learning rate, set grad_clip, or use amp='bf16'/'none' instead of 'fp16', then resume")
+
+    def _accumulate(self, losses: dict) -> None:
+        sums = self._pending["sums"]
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v
+        self._pending["count"] += 1
+
+    def _log_train(self, started: float, session_start_step: int, bar) -> None:
+        count = max(self._pending["count"], 1)
+        entry = {"step": self.step, "split": "train", **{k: v / count for k, v in self._pending["sums"].items()}}
+        session = time.monotonic() - started
+        entry["elapsed_s"] = round(self._elapsed_before + session, 3)
+        entry["steps_per_s"] = round((self.step - session_start_step) / max(session, 1e-9), 3)
+        self._pending = {"sums": {}, "count": 0}
+        self._record(entry)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("step", "split", "elapsed_s")},
+                        refresh=False)
+
+    def _record(self, entry: dict) -> None:
+        self.history.append(entry)
+        self._emit("on_log", entry["step"], entry)
+
+    # --- validation and samples (rank 0, raw modules, eval mode, training RNG untouched) ---------------
+    @contextlib.contextmanager
+    def _inference(self):
+        wrapped = dict(self.recipe.modules)
+        modes = {name: m.training for name, m in self._raw_modules.items()}
+        saved = rng_state(self.device)
+        self.recipe.modules.update(self._raw_modules)
+        try:
+            for m in self._raw_modules.values():
+                m.eval()
+            with torch.no_grad():
+                yield
+        finally:
+            set_rng_state(saved, self.device)
+            for name, m in self._raw_modules.items():
+                m.train(modes[name])
+            self.recipe.modules.update(wrapped)
+
+    def _val_files_usable(self) -> bool:
+        return bool(self.val_files) and self.cfg.val_every > 0
+
+    def _validate(self) -> bool:
+        """Validation losses into the history; True when the first one is the best so far (all ranks)."""
+        is_best = False
+        if self.is_main:
+            if self._val is None:
+                from .dataset import fixed_clips
+                self._val = fixed_clips(self.cache, self.val_files, self.clip_samples, seed=self.cfg.seed,
+                                        max_clips=self.cfg.val_clips)
+            wave, genre = self._val
+            totals: dict[str, float] = {}
+            with self._inference():
+                for i in range(0, len(wave), self.batch_size):
+                    w = wave[i:i + self.batch_size].to(self.device)
+                    metrics = self.recipe.eval_step(self.front_end(w), genre[i:i + self.batch_size].to(self.device))
+                    for k, v in metrics.items():
+                        totals[k] = totals.get(k, 0.0) + float(v) * len(w)
+            if totals:
+                entry = {"step": self.step, "split": "val", **{f"val_{k}": v / len(wave) for k, v in totals.items()}}
+                self._record(entry)
+                key = next(iter(totals))
+                value = entry[f"val_{key}"]
+                if math.isfinite(value) and (self.best is None or value < self.best["value"]):
+                    self.best = {"metric": f"val_{key}", "value": value, "step": self.step}
+                    is_best = True
+        if self.world_size > 1:
+            flag = [is_best]
+            dist.broadcast_object_list(flag, src=0)
+            is_best = flag[0]
+        return is_best
+
+    def _sample(self) -> None:
+        genres = self.recipe.genres
+        ids = torch.arange(len(genres), device=self.device).repeat_interleave(self.cfg.samples_per_genre)
+        generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
+        with self._inference():
+            try:
+                mel = self.recipe.sample(ids, generator=generator)
+            except NotImplementedError:
+                return
+        names = [genres[i] for i in ids.tolist()]
+        path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
+        from . import plots
+        plots.spectrogram_grid(mel.float().cpu(), [f"{g} (step {self.step})" for g in names], path=path,
+                               cols=self.cfg.samples_per_genre if len(genres) > 1 else min(len(names), 4))
+        self._emit("on_sample", self.step, mel, names, path)
+
+    # --- files -----------------------------------------------------------------------------------------
+    def state_dict(self, elapsed_s: float, rngs: list) -> dict:
+        """Everything :func:`save_checkpoint` writes (see the module docstring of nmusic.checkpoint)."""
+        recipe = self.recipe
+        return plain({
+            "model": recipe.name, "preset": self.model_preset, "model_config": to_dict(recipe.config),
+            "train_config": to_dict(self.cfg), "spec": self.spec.to_dict(), "genres": list(recipe.genres),
+            "step": self.step,
+            "modules": {n: Recipe.unwrap(m).state_dict() for n, m in recipe.modules.items()},
+            "optimizers": {n: o.state_dict() for n, o in recipe.optimizers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rngs, "history": list(self.history), "best": self.best, "extra": recipe.extra_state(),
+            "log_pending": {"sums": dict(self._pending["sums"]), "count": self._pending["count"]},
+            "elapsed_s": elapsed_s, "world_size": self.world_size, "clip_frames": self.clip_frames,
+            "batch_size": self.batch_size, "nmusic_version": __version__, "torch_version": str(torch.__version__),
+        })
+
+    def _checkpoint(self, started: float, is_best: bool) -> None:
+        mine = rng_state(self.device)
+        if self.world_size > 1:
+            rngs = [None] * self.world_size
+            dist.all_gather_object(rngs, mine)
+        else:
+            rngs = [mine]
+        if not self.is_main:
+            return
+        elapsed = self._elapsed_before + time.monotonic() - started
+        path = save_checkpoint(self.state_dict(elapsed, rngs), self.run_dir, self.step, keep_last=self.cfg.keep_last,
+                               is_best=is_best)
+        self.checkpoint_path = path
+        self._write_history()
+        self._emit("on_checkpoint", self.step, path)
+
+    def _write_history(self) -> None:
+        atomic_write_json(self.run_dir / "history.json", self.history)
+        keys = [k for k in dict.fromkeys(k for h in self.history for k in h)
+                if k not in ("step", "split", "elapsed_s", "steps_per_s")]
+        if keys:
+            from . import plots
+            tmp = self.run_dir / f".tmp-{os.getpid()}-loss.png"
+            plots.loss_curves(self.history, path=tmp, keys=keys)
+            os.replace(tmp, self.run_dir / "loss.png")
+
+    def _say(self, message: str) -> None:
+        if not self.is_main:
+            return
+        if self.cfg.progress:
+            tqdm.write(f"[nmusic] {message}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as f:
+            f.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {message}\n")
+
+    def _emit(self, hook: str, *args) -> None:
+        if not self.is_main:
+            return
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is None and hook == "on_log" and callable(cb):
+                fn = cb
+            if fn is not None:
+                fn(*args)
+
+
+# --- loading trained runs ------------------------------------------------------------------------------
+def load_states(recipe: Recipe, state: dict, path, optimizers: bool = False) -> None:
+    """Load module (and optimiser) states and the recipe's extra state from checkpoint dict ``state``."""
+    try:
+        missing = sorted(set(recipe.modules) - set(state["modules"]))
+        if missing:
+            raise KeyError(f"no state for module(s) {missing}")
+        for name, module in recipe.modules.items():
+            Recipe.unwrap(module).load_state_dict(state["modules"][name])
+        if optimizers:
+            for name, opt in recipe.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+        recipe.load_extra_state(state.get("extra") or {})
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path} does not fit this {recipe.name} model ({str(e).splitlines()[0][:300]}); it was "
+                              f"written with another config or code version; use a matching run directory") from None
+
+
+def load_run(run_dir_or_ckpt, device="cpu", registry: dict | None = None, which: str = "best") -> tuple[Recipe, dict]:
+    """Rebuild the trained recipe of a run (in eval mode on ``device``) and return it with its checkpoint.
+
+    ``run_dir_or_ckpt``: a run directory (``which="best"``: ``best.pt`` when there is one, else the
+    newest checkpoint; ``which="latest"``: the newest) or a checkpoint file. ``registry`` maps model
+    names to ``(presets, RecipeClass)`` (default: :func:`nmusic.models.registry`).
+    """
+    path = Path(run_dir_or_ckpt)
+    if which not in ("best", "latest"):
+        raise ConfigError(f"which must be 'best' or 'latest' (got {which!r})")
+    if path.is_dir():
+        best = path / BEST
+        candidates = ([best] if which == "best" and best.is_file() else []) + list(reversed(list_checkpoints(path)))
+        usable = [p for p in candidates if looks_complete(p)]
+        if not usable:
+            raise CheckpointError(f"no complete checkpoint in {path}; train a model into it first "
+                                  f"(`nmusic train MODEL --run {path}`)")
+        path = usable[0]
+    state = load_checkpoint(path)
+    if registry is None:
+        try:
+            from .models import registry as model_registry
+            registry = model_registry()
+        except ImportError as e:
+            raise CheckpointError(f"{path}: the model code could not be imported ({e}); reinstall nmusic") from None
+    model = state.get("model")
+    if model not in registry:
+        raise CheckpointError(f"{path} holds a {model!r} model, which this nmusic does not know "
+                              f"(known: {sorted(registry)})")
+    presets, recipe_cls = registry[model]
+    config_cls = type(next(iter(presets.values())))
+    try:
+        config = from_dict(config_cls, state["model_config"])
+        spec = SpecParams.from_dict(state["spec"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config does not fit this nmusic version ({e})") from None
+    recipe = recipe_cls(config, spec, list(state["genres"]))
+    load_states(recipe, state, path)
+    recipe.to(resolve_device(device) if isinstance(device, str) else torch.device(device))
+    for m in recipe.modules.values():
+        m.eval()
+    return recipe, state
