@@ -12,6 +12,7 @@ PIP_PACKAGES=(
   "tqdm>=4.64"
   "matplotlib>=3.7"
   "gdown>=5.1"
+  "pyyaml>=6.0"
   "ipywidgets>=8.0"
   "jupytext>=1.16"
   "ipykernel>=6.0"

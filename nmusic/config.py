@@ -230,7 +230,11 @@ def load_override_file(path) -> dict:
             raise ConfigError(f"config file {path}: invalid JSON at line {e.lineno} column {e.colno}: "
                               f"{e.msg}") from None
     elif suffix in (".yaml", ".yml"):
-        import yaml
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"config file {path}: reading YAML needs PyYAML (pip install pyyaml); "
+                              f"or write the overrides as .json") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -67,6 +67,12 @@ def _need_ffmpeg(path: Path, why: str) -> DecodeError:
         "conda: 'conda install ffmpeg') or convert the file to .flac/.wav first.")
 
 
+def _last_line(stderr: str, path: Path) -> str:
+    """FFmpeg's last error line, with the file's path shortened to its name."""
+    lines = [line for line in stderr.replace(str(path), path.name).splitlines() if line.strip()]
+    return lines[-1][-200:] if lines else ""
+
+
 def _ffmpeg_probe(path: Path) -> tuple[int, int]:
     """Native (sample_rate, channels) of the first audio stream, via ffprobe."""
     ffprobe = shutil.which("ffprobe")
@@ -78,7 +84,7 @@ def _ffmpeg_probe(path: Path) -> tuple[int, int]:
     parts = out.stdout.strip().split(",")
     if out.returncode == 0 and len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
         return int(parts[0]), int(parts[1])
-    raise DecodeError(f"{path}: FFmpeg cannot read it ({out.stderr.strip()[-200:] or 'no audio stream'})")
+    raise DecodeError(f"{path}: FFmpeg cannot read it ({_last_line(out.stderr, path) or 'no audio stream'})")
 
 
 def _ffmpeg_decode(path: Path) -> tuple[np.ndarray, int]:
@@ -88,7 +94,8 @@ def _ffmpeg_decode(path: Path) -> tuple[np.ndarray, int]:
     out = subprocess.run([_ffmpeg(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-f", "f32le",
                           "-acodec", "pcm_f32le", "-"], capture_output=True)
     if out.returncode != 0:
-        raise DecodeError(f"{path}: FFmpeg could not decode it ({out.stderr.decode(errors='replace').strip()[-200:]})")
+        why = _last_line(out.stderr.decode(errors="replace"), path)
+        raise DecodeError(f"{path}: FFmpeg could not decode it ({why})")
     data = np.frombuffer(out.stdout, dtype=np.float32)
     return data[: len(data) - len(data) % channels].reshape(-1, channels), sr
 

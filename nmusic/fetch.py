@@ -1,4 +1,7 @@
-"""Getting the user's music onto local disk as one folder per genre (paper sections 2.2 and 4.1).
+"""Getting the user's music onto local disk as one folder per genre (paper sections 2.1 and 4.1).
+
+Paper 4.1: reading the data from a mounted Google Drive was far too slow, so the data were uploaded
+to Drive compressed and decompressed onto the virtual machine. This module does that step.
 
 ``fetch(source, dest)`` accepts
 
@@ -58,7 +61,8 @@ def _gdown(source: str, file_id: str, folder: Path, progress: bool) -> Path:
 
     if "/folders/" in source:
         out = folder / file_id
-        gdown.download_folder(id=file_id, output=str(out), quiet=not progress)
+        if not gdown.download_folder(id=file_id, output=str(out), quiet=not progress):
+            raise RuntimeError("gdown downloaded no files")
         return out
     path = gdown.download(id=file_id, output=str(folder) + os.sep, quiet=not progress)
     if not path:
@@ -84,9 +88,10 @@ def fetch(source: str | os.PathLike, dest: str | os.PathLike, progress: bool = T
         try:
             archive = (download or _gdown)(str(source), file_id, folder, progress)
         except Exception as e:  # gdown raises requests/gdown/OS errors of many kinds
+            local = "" if "google." in str(source) else f" ({str(source)!r} is no local file or folder either)"
             raise FetchError(
-                f"could not download Google Drive file {file_id!r} ({type(e).__name__}: {e}). Check that you are "
-                "online and the file is shared as 'Anyone with the link', or download it yourself and pass the "
+                f"could not download Google Drive file {file_id!r}{local}: {type(e).__name__}: {e}. Check that you "
+                "are online and the file is shared as 'Anyone with the link', or download it yourself and pass the "
                 "archive's path (a mounted Drive path such as /content/drive/MyDrive/music.zip works).") from None
         if Path(archive).is_dir():
             return find_data_root(archive)
@@ -147,7 +152,8 @@ def _kind(archive: Path) -> str | None:
     return "zip" if name.endswith(".zip") else "tar" if name.endswith(ARCHIVE_SUFFIXES) else None
 
 
-def _resolve(archive: Path, entry: str, path: str, base: list[str], links: set[str], last_may_be_link: bool) -> list[str]:
+def _resolve(archive: Path, entry: str, path: str, base: list[str], links: set[str],
+             last_may_be_link: bool) -> list[str]:
     """Components of ``path`` (relative to ``base``) inside the destination, or UnsafeArchiveError."""
     def unsafe(why: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(f"{archive}: refusing to extract entry {entry!r}: {why}. Nothing was extracted; "

@@ -1,13 +1,14 @@
 """The data manifest: which audio files train the models, and as which genre (paper sections 2.2, 4.1).
 
-The paper's data are folders of classical, EDM and lofi recordings; the genre label is the folder.
-Here the genre is the top-level folder under the data root (files nested deeper count for that
-genre) and genre ids are the positions in the sorted genre names, saved with the data.
+Paper 2.2: a script writes a csv with each song's genre, file path, duration and sample rate,
+combining the genres from separate folders. Here the genre is the top-level folder under the data
+root (files nested deeper count for that genre); genre ids are the positions in the sorted genre
+names, saved with the data.
 
-Every file is decoded once, in a process pool over all cores. A file that cannot be decoded, is
-empty, holds NaN/inf, is shorter than one training clip or is pure silence is listed in
-``Manifest.skipped`` with the reason; it never stops the run. Files with other extensions, hidden
-files and macOS ``__MACOSX`` folders are ignored.
+Every file is decoded once, in a process pool over all cores (paper 4.1: use the whole dataset,
+fast). A file that cannot be decoded, is empty, holds NaN/inf, is shorter than one training clip
+or is pure silence is listed in ``Manifest.skipped`` with the reason; it never stops the run.
+Files with other extensions, hidden files and macOS ``__MACOSX`` folders are ignored.
 
 On disk (``save``): ``<name>.csv`` with :data:`MANIFEST_COLUMNS`, ``<name>.skipped.csv`` (path,
 reason) and ``<name>.genres.json`` (genres, clip_seconds, root relative to the csv's folder).
@@ -100,7 +101,8 @@ class Manifest:
                 meta.update(json.loads(meta_path.read_text()))
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{meta_path}: not valid JSON ({e}); rebuild the manifest.") from None
-        return cls(str(csv_path.parent / meta["root"]), rows, skipped, meta["genres"], float(meta["clip_seconds"]))
+        root = os.path.normpath(csv_path.parent / meta["root"])
+        return cls(root, rows, skipped, meta["genres"], float(meta["clip_seconds"]))
 
 
 def _sibling(csv_path: Path, suffix: str) -> Path:

@@ -77,8 +77,25 @@ def _fold(tonic: int, scale, degree: int, highest: int) -> int:
 
 # ------------------------------------------------------------------------------------------------ dsp
 
+def _sin(cycles: np.ndarray) -> np.ndarray:
+    """``sin(2 pi cycles)``: the whole cycles are dropped in float64, the rest is a fast float32 sine."""
+    return np.sin((TAU * (cycles - np.floor(cycles))).astype(np.float32))
+
+
+def _frac(x: np.ndarray) -> np.ndarray:
+    return x - np.floor(x)
+
+
 def _fft_len(n: int) -> int:
-    return 1 << max(n - 1, 1).bit_length()
+    """Smallest ``2^a 3^b 5^c >= n``: an FFT size numpy transforms fast."""
+    best, f5 = 1 << max(n - 1, 1).bit_length(), 1
+    while f5 < best:
+        f35 = f5
+        while f35 < best:
+            best = min(best, f35 << ((n - 1) // f35).bit_length())
+            f35 *= 3
+        f5 *= 5
+    return best
 
 
 def _filter(x: np.ndarray, sr: int, lo: float | None = None, hi: float | None = None, order: int = 2):
@@ -132,7 +149,7 @@ def _pan(x: np.ndarray, pan: float) -> np.ndarray:
 
 def _sidechain(n: int, sr: int, beat: float, depth: float, release: float) -> np.ndarray:
     """Side-chain gain: ducks by ``depth`` a few ms after every beat, recovers with ``release`` (s)."""
-    since = np.arange(n) / sr % beat
+    since = _frac(np.arange(n) / (sr * beat)) * beat
     return 1 - depth * (1 - np.exp(-since / 0.003)) * np.exp(-since / release)
 
 
@@ -165,8 +182,8 @@ def _piano_tone(midi: int, sr: int, seconds: float, timbre: dict, rng) -> np.nda
         amp /= 1 + (fk / timbre["felt_hz"]) ** 2  # soft hammer felt: a gentle low-pass
         tau = tau1 * (1 + f0 / timbre["damping_hz"]) / (1 + fk / timbre["damping_hz"])
         tk = t[: min(n, int(7 * tau * sr) + 1)]  # to -60 dB
-        beating = 1 + timbre["chorus"] * np.cos(TAU * timbre["detune"] * k * tk)
-        out[: len(tk)] += amp * np.exp(-tk / tau) * beating * np.sin(TAU * fk * tk + rng.uniform(0, TAU))
+        beating = 1 + timbre["chorus"] * _sin(timbre["detune"] * k * tk + 0.25)
+        out[: len(tk)] += amp * np.exp(-tk / tau) * beating * _sin(fk * tk + rng.random())
     out *= 1 - np.exp(-t / 0.0015)
     thump = _filter(rng.standard_normal(min(n, int(0.03 * sr))), sr, hi=2 * f0 + 300)
     out[: len(thump)] += timbre["thump"] * thump * np.exp(-t[: len(thump)] / 0.004)
@@ -179,9 +196,9 @@ def _epiano_tone(midi: int, sr: int, seconds: float, timbre: dict) -> np.ndarray
     f0 = float(hz(midi))
     t = np.arange(int(seconds * sr)) / sr
     index = timbre["bark"] * np.exp(-t / 0.2) + 0.4
-    y = np.sin(TAU * f0 * t + index * np.sin(TAU * f0 * t))
+    y = _sin(f0 * t + index / TAU * _sin(f0 * t))
     tine_hz = min(f0 * timbre["tine_ratio"], 0.45 * sr)
-    y += timbre["tine"] * np.sin(TAU * tine_hz * t) * np.exp(-t / 0.03)
+    y += timbre["tine"] * _sin(tine_hz * t) * np.exp(-t / 0.03)
     decay = timbre["decay"] * 2 ** (-(midi - 60) / 24)
     return y * np.exp(-t / decay) * (1 - np.exp(-t / 0.002))
 
@@ -190,13 +207,13 @@ def _sine_bass(midi: int, sr: int, seconds: float) -> np.ndarray:
     """Round, slightly saturated sine bass with soft attack and release."""
     t = np.arange(int(seconds * sr)) / sr
     env = (1 - np.exp(-t / 0.01)) * np.exp(-t / 1.5) * np.minimum(1, (seconds - t) / 0.05)
-    return np.tanh(1.5 * np.sin(TAU * hz(midi) * t)) * env
+    return np.tanh(1.5 * _sin(hz(midi) * t)) * env
 
 
 def _saw(freq: float, n: int, sr: int, phase: float = 0.0) -> np.ndarray:
     """Band-limited sawtooth in [-1, 1] (polyBLEP) of ``n`` samples."""
     dt = freq / sr
-    p = (phase + dt * np.arange(n)) % 1.0
+    p = _frac(phase + dt * np.arange(n))
     y = 2 * p - 1
     lo, hi = p < dt, p > 1 - dt
     x = p[lo] / dt
@@ -218,8 +235,8 @@ def _kick(sr: int, rng, f_start: float, f_end: float, decay: float, click: float
     """Kick drum: a sine whose pitch falls exponentially from ``f_start`` to ``f_end``, plus a click."""
     t = np.arange(int(5 * decay * sr)) / sr
     sweep = 0.03
-    phase = TAU * (f_end * t + (f_start - f_end) * sweep * (1 - np.exp(-t / sweep)))
-    body = np.tanh(1.5 * np.sin(phase)) * np.exp(-t / decay)
+    cycles = f_end * t + (f_start - f_end) * sweep * (1 - np.exp(-t / sweep))
+    body = np.tanh(1.5 * _sin(cycles)) * np.exp(-t / decay)
     return body + click * _filter(rng.standard_normal(len(t)), sr, lo=1000) * np.exp(-t / 0.002)
 
 
@@ -227,7 +244,7 @@ def _snare(sr: int, rng, tone_hz: float, decay: float, bright_hz: float) -> np.n
     """Snare: band-passed noise (the wires) over a short tuned drum-head tone."""
     t = np.arange(int(5 * decay * sr)) / sr
     wires = _filter(rng.standard_normal(len(t)), sr, lo=700, hi=bright_hz) * np.exp(-t / decay)
-    head = np.sin(TAU * tone_hz * t) * np.exp(-t / 0.05)
+    head = _sin(tone_hz * t) * np.exp(-t / 0.05)
     return 0.7 * wires / wires.std() / 3 + 0.6 * head
 
 
@@ -256,20 +273,19 @@ def _vinyl(n: int, sr: int, rng, density: float, hiss: float) -> np.ndarray:
     return hiss * noise / noise.std() + 12 * hiss * _filter(clicks, sr, lo=1200, hi=9000)
 
 
-# -------------------------------------------------------------------------------------------- genres
+# -------------------------------------------------------------------------------------- classical
 
 def _classical_params(rng) -> dict:
-    mode = str(rng.choice(["major", "minor"], p=[0.65, 0.35]))
     return dict(
-        tonic=48 + int(rng.integers(12)), mode=mode, bpm=float(rng.uniform(60, 104)),
-        meter=int(rng.choice([3, 4], p=[0.3, 0.7])),
+        tonic=48 + int(rng.integers(12)), mode=str(rng.choice(["major", "minor"], p=[0.65, 0.35])),
+        bpm=float(rng.uniform(60, 104)), meter=int(rng.choice([3, 4], p=[0.3, 0.7])),
         progression=list(CLASSICAL_PROGRESSIONS[rng.integers(len(CLASSICAL_PROGRESSIONS))]),
         left_hand=str(rng.choice(["alberti", "arpeggio", "block"])), melody=bool(rng.random() < 0.8),
         piano=dict(inharmonicity=float(rng.uniform(1e-4, 5e-4)), decay=float(rng.uniform(0.8, 2.0)),
                    rolloff=float(rng.uniform(0.8, 1.4)), strike=float(rng.uniform(1 / 9, 1 / 7)),
                    felt_hz=float(rng.uniform(1500, 4000)), damping_hz=float(rng.uniform(300, 1000)),
-                   chorus=float(rng.uniform(0.05, 0.3)),
-                   detune=float(rng.uniform(0.2, 1.2)), thump=float(rng.uniform(0.02, 0.08))),
+                   chorus=float(rng.uniform(0.05, 0.3)), detune=float(rng.uniform(0.2, 1.2)),
+                   thump=float(rng.uniform(0.02, 0.08))),
         hands=(float(rng.uniform(0.5, 0.8)), float(rng.uniform(0.8, 1.0))),
         reverb=dict(t60=float(rng.uniform(1.2, 2.5)), wet=float(rng.uniform(0.15, 0.35)),
                     damp_hz=float(rng.uniform(2500, 6000))),
@@ -279,50 +295,58 @@ def _classical_params(rng) -> dict:
 def _left_hand(style: str, chord: list[int], meter: int) -> list[tuple[float, int]]:
     """(beat, midi) of the accompaniment in one bar; every note is held to the bar's end (pedal)."""
     low, mid, high = chord
-    if style == "alberti":
-        cycle = [low, high, mid, high]
-    elif style == "arpeggio":
-        cycle = [low - 12, low, mid, high, low + 12, high, mid, low]
-    else:  # block: bass note, then the chord on the other beats (a waltz in 3/4)
+    if style == "block":  # bass note, then the chord on the other beats (a waltz in 3/4)
         return [(0.0, low - 12)] + [(float(b), m) for b in range(1, meter) for m in chord]
+    cycle = [low, high, mid, high] if style == "alberti" else [low - 12, low, mid, high, low + 12, high, mid, low]
     return [(i / 2, cycle[i % len(cycle)]) for i in range(2 * meter)]
+
+
+def _melody(rng, degree: int, chord_degree: int, meter: int) -> tuple[list[tuple[float, float, int]], int]:
+    """One bar of right-hand melody as (beat, beats long, scale degree), and the degree it ends on.
+
+    A random walk on the scale (mostly steps) that lands on a chord tone on the downbeat."""
+    notes = []
+    rhythms = ([(0, 1)], [(0, 0.5), (0.5, 0.5)], [(0, 0.75), (0.75, 0.25)], [])  # quarter, eighths, dotted, rest
+    for k in range(meter):
+        for at, length in rhythms[rng.choice(4, p=[0.5, 0.3, 0.1, 0.1])]:
+            degree = int(np.clip(degree + rng.choice([-2, -1, -1, 0, 1, 1, 2]), 7, 15))
+            if k == 0 and at == 0:
+                chord_tones = [d for d in range(5, 18) if (d - chord_degree) % 7 in (0, 2, 4)]
+                degree = min(chord_tones, key=lambda d: abs(d - degree))
+            notes.append((k + at, length, degree))
+    return notes, degree
 
 
 def _render_classical(p: dict, rng, n: int, sr: int) -> np.ndarray:
     beat = 60 / p["bpm"]
-    bar = beat * p["meter"]
+    bar, tonic = beat * p["meter"], p["tonic"]
     scale = MAJOR if p["mode"] == "major" else HARMONIC_MINOR
     tones: dict[int, np.ndarray] = {}
     left, right = np.zeros(n), np.zeros(n)
 
     def play(track, midi, start, seconds, velocity):
         if midi not in tones:
-            tones[midi] = _piano_tone(midi, sr, bar + 0.3, p["piano"], rng)
-        start += rng.normal(0, 0.008)
-        _add(track, start, _note(tones[midi], sr, seconds, 0.15), sr, velocity * rng.uniform(0.85, 1.0))
+            tones[midi] = _piano_tone(midi, sr, min(bar, n / sr) + 0.3, p["piano"], rng)
+        note = _note(tones[midi], sr, seconds, 0.15)
+        _add(track, start + rng.normal(0, 0.008), note, sr, velocity * rng.uniform(0.85, 1.0))
 
     degree = 7 + int(rng.integers(5))  # melody position in scale steps above the tonic
     for b in range(int(np.ceil(n / sr / bar))):
         t0, chord_degree = b * bar, p["progression"][b % len(p["progression"])]
         velocity = 0.75 + 0.2 * np.sin(TAU * b / 8)  # phrase-long swell
-        chord = _chord(p["tonic"], scale, _fold(p["tonic"], scale, chord_degree, 55))
+        chord = _chord(tonic, scale, _fold(tonic, scale, chord_degree, 55))
         for at, midi in _left_hand(p["left_hand"], chord, p["meter"]):
-            play(left, midi, t0 + at * beat, bar - at * beat, velocity * p["hands"][0] * (1.15 if at == 0 else 1))
-        if not p["melody"]:
-            continue
-        for k in range(p["meter"]):
-            rhythm = [[(0, 1)], [(0, 0.5), (0.5, 0.5)], [(0, 0.75), (0.75, 0.25)], []][rng.choice(4, p=[.5, .3, .1, .1])]
-            for at, length in rhythm:
-                degree = int(np.clip(degree + rng.choice([-2, -1, -1, 0, 1, 1, 2]), 7, 15))
-                if k == 0 and at == 0:  # strong beat: nearest chord tone
-                    degree = min((d for d in range(5, 18) if (d - chord_degree) % 7 in (0, 2, 4)),
-                                 key=lambda d: abs(d - degree))
-                play(right, _pitch(p["tonic"], scale, degree), t0 + (k + at) * beat, length * beat * 0.95,
-                     velocity * p["hands"][1])
-    mix = _pan(left, -0.25) + _pan(right, 0.25)
+            accent = 1.15 if at == 0 else 1.0
+            play(left, midi, t0 + at * beat, bar - at * beat, velocity * p["hands"][0] * accent)
+        notes, degree = _melody(rng, degree, chord_degree, p["meter"])
+        for at, length, d in notes if p["melody"] else ():
+            play(right, _pitch(tonic, scale, d), t0 + at * beat, 0.95 * length * beat, velocity * p["hands"][1])
+    mix = _pan(left, -0.25) + _pan(right, 0.25)  # low notes left, high notes right, as a piano is miked
     rv = p["reverb"]
     return mix + rv["wet"] * _reverb(mix, sr, rng, rv["t60"], rv["damp_hz"])
 
+
+# -------------------------------------------------------------------------------------------- edm
 
 def _edm_params(rng) -> dict:
     return dict(
@@ -335,64 +359,91 @@ def _edm_params(rng) -> dict:
         sixteenths=bool(rng.random() < 0.6), clap=bool(rng.random() < 0.7),
         bass=str(rng.choice(["offbeat", "rolling", "sustained"])), bass_cutoff=float(rng.uniform(250, 900)),
         synths=str(rng.choice(["pad", "lead", "pad+lead"], p=[0.45, 0.15, 0.4])),
-        voices=int(rng.integers(5, 8)), detune=float(rng.uniform(8, 25)), pad_cutoff=float(rng.uniform(1500, 5000)),
+        voices=int(rng.integers(5, 8)), detune=float(rng.uniform(8, 25)),
+        pad_cutoff=float(rng.uniform(1500, 5000)),
         pump=float(rng.uniform(0.65, 0.92)), pump_release=float(rng.uniform(0.1, 0.2)),
-        gains=dict(kick=1.0, hats=float(rng.uniform(0.25, 0.5)), clap=float(rng.uniform(0.3, 0.6)),
+        gains=dict(kick=1.0, hats=float(rng.uniform(0.3, 0.55)), clap=float(rng.uniform(0.3, 0.6)),
                    bass=float(rng.uniform(0.4, 0.7)), pad=float(rng.uniform(0.15, 0.35)),
                    lead=float(rng.uniform(0.1, 0.25))),
         drive=float(rng.uniform(1.2, 2.0)), peak=float(rng.uniform(0.7, 0.89)))
 
 
-def _render_edm(p: dict, rng, n: int, sr: int) -> np.ndarray:
-    beat = 60 / p["bpm"]
-    bar, seconds, g = 4 * beat, n / sr, p["gains"]
+def _edm_harmony(p: dict, bar: int) -> tuple[int, list[int]]:
+    """Bass root (MIDI 33-45) and chord (around C4-G5) of bar ``bar``."""
     scale = MINOR if p["mode"] == "minor" else MAJOR
-    kick, hats, clap, bass, pad_l, pad_r, lead, env = (np.zeros(n) for _ in range(8))
-    kick_one = _kick(sr, rng, **p["kick"])
+    degree = p["progression"][bar % len(p["progression"])]
+    low, mid = 24 + p["tonic"], 60 + p["tonic"]
+    return _pitch(low, scale, _fold(low, scale, degree, 45)), _chord(mid, scale, _fold(mid, scale, degree, 67))
+
+
+def _edm_drums(p: dict, rng, n: int, sr: int) -> np.ndarray:
+    """Kick on every beat, open hat on every off-beat, maybe 16th hats and a clap on 2 and 4: ``(n, 2)``."""
+    beat, g = 60 / p["bpm"], p["gains"]
+    kick, hats, clap = np.zeros(n), np.zeros(n), np.zeros(n)
+    kick_one, clap_one = _kick(sr, rng, **p["kick"]), _clap(sr, rng)
     open_hat, closed_hat = _hat(sr, rng, p["hat_decay"], p["hat_hz"]), _hat(sr, rng, 0.02, p["hat_hz"] + 1000)
-    clap_one = _clap(sr, rng)
-    for i in range(int(np.ceil(seconds / beat))):  # drums, exactly on the grid
+    for i in range(int(np.ceil(n / sr / beat))):  # machine-exact grid
         t = i * beat
         _add(kick, t, kick_one, sr)
         _add(hats, t + beat / 2, open_hat, sr)
-        if p["sixteenths"]:
-            for s in (1, 3):
-                _add(hats, t + s * beat / 4, closed_hat, sr, rng.uniform(0.25, 0.45))
+        for s in (1, 3) if p["sixteenths"] else ():
+            _add(hats, t + s * beat / 4, closed_hat, sr, rng.uniform(0.25, 0.45))
         if p["clap"] and i % 2 == 1:
             _add(clap, t, clap_one, sr)
-    bass_steps = {"offbeat": [(s + 0.5, 0.4) for s in range(4)],
-                  "rolling": [(s + q / 4, 0.22) for s in range(4) for q in (1, 2, 3)],
-                  "sustained": [(0, 3.9)]}[p["bass"]]
-    for b in range(int(np.ceil(seconds / bar))):
-        t0, degree = b * bar, p["progression"][b % len(p["progression"])]
-        root = _pitch(24 + p["tonic"], scale, _fold(24 + p["tonic"], scale, degree, 45))
-        for at, length in bass_steps:
-            ln = int(length * beat * sr)
-            shape = np.minimum(1, np.arange(ln)[::-1] / (0.005 * sr)) * (1 - np.exp(-np.arange(ln) / (0.002 * sr)))
-            _add(bass, t0 + at * beat, _saw(float(hz(root)), ln, sr) * shape, sr)
-            _add(env, t0 + at * beat, np.exp(-np.arange(ln) / (0.06 * sr)), sr)
-        chord = _chord(p["tonic"] + 60, scale, _fold(p["tonic"] + 60, scale, degree, 67))
-        ln = int(bar * sr)
-        fade = np.minimum(1, np.minimum(np.arange(ln), ln - np.arange(ln)) / (0.02 * sr))
-        if "pad" in p["synths"]:
-            for midi in chord:
-                left, right = _supersaw(midi, ln, sr, rng, p["voices"], p["detune"])
-                _add(pad_l, t0, left * fade, sr)
-                _add(pad_r, t0, right * fade, sr)
-        if "lead" in p["synths"]:
-            arp = chord + [chord[0] + 12]
-            for s in range(16):
-                note = _saw(float(hz(arp[s % len(arp)] + 12)), int(0.2 * sr), sr) * np.exp(-np.arange(int(0.2 * sr)) / (0.05 * sr))
-                _add(lead, t0 + s * beat / 4, note, sr)
-    bass = (_filter(bass, sr, hi=p["bass_cutoff"]) + np.minimum(env, 1) * _filter(bass, sr, hi=4 * p["bass_cutoff"])) / 2
-    synths = g["pad"] * _filter(np.stack([pad_l, pad_r], axis=1), sr, hi=p["pad_cutoff"])
-    synths += _pan(g["lead"] * _filter(lead, sr, hi=3000), 0.3)
-    synths += 0.25 * _reverb(synths + _pan(g["clap"] * clap, 0), sr, rng, 1.2, 5000)
-    pump = _sidechain(n, sr, beat, p["pump"], p["pump_release"])[:, None]  # ducks everything but the drums
-    mix = (_pan(g["kick"] * kick, 0) + _pan(g["hats"] * hats, 0.15) + _pan(g["clap"] * clap, -0.1)
-           + pump * (_pan(g["bass"] * bass, 0) + synths))
-    return np.tanh(p["drive"] * mix / np.abs(mix).max())
+    return _pan(g["kick"] * kick, 0) + _pan(g["hats"] * hats, 0.15) + _pan(g["clap"] * clap, -0.1)
 
+
+def _edm_bass(p: dict, n: int, sr: int) -> np.ndarray:
+    """Saw bass on the chord roots through a low-pass whose cutoff jumps up on each note: ``(n,)``."""
+    beat = 60 / p["bpm"]
+    steps = {"offbeat": [(s + 0.5, 0.4) for s in range(4)],
+             "rolling": [(s + q / 4, 0.22) for s in range(4) for q in (1, 2, 3)],
+             "sustained": [(0, 3.9)]}[p["bass"]]
+    saw, env = np.zeros(n), np.zeros(n)
+    for b in range(int(np.ceil(n / sr / (4 * beat)))):
+        root, _ = _edm_harmony(p, b)
+        for at, length in steps:
+            m = int(length * beat * sr)
+            ramp = np.minimum(1, np.minimum(np.arange(m), m - np.arange(m)) / (0.003 * sr))  # no clicks
+            _add(saw, (4 * b + at) * beat, _saw(float(hz(root)), m, sr) * ramp, sr)
+            _add(env, (4 * b + at) * beat, np.exp(-np.arange(m) / (0.06 * sr)), sr)
+    dark, bright = _filter(saw, sr, hi=p["bass_cutoff"]), _filter(saw, sr, hi=4 * p["bass_cutoff"])
+    return (dark + np.minimum(env, 1) * bright) / 2
+
+
+def _pluck(midi: int, sr: int) -> np.ndarray:
+    """Short decaying saw: one note of an arpeggiated lead."""
+    m = int(0.2 * sr)
+    return _saw(float(hz(midi)), m, sr) * np.exp(-np.arange(m) / (0.05 * sr))
+
+
+def _edm_synths(p: dict, rng, n: int, sr: int) -> np.ndarray:
+    """Supersaw chords (voices spread left/right) and/or a 16th-note pluck arpeggio, in reverb: ``(n, 2)``."""
+    bar, g = 4 * 60 / p["bpm"], p["gains"]
+    pad, lead = np.zeros((n, 2)), np.zeros(n)
+    m = int(bar * sr)
+    fade = np.minimum(1, np.minimum(np.arange(m), m - np.arange(m)) / (0.02 * sr))
+    for b in range(int(np.ceil(n / sr / bar))):
+        _, chord = _edm_harmony(p, b)
+        for midi in chord if "pad" in p["synths"] else ():
+            left, right = _supersaw(midi, m, sr, rng, p["voices"], p["detune"])
+            _add(pad, b * bar, np.stack([left, right], axis=1) * fade[:, None], sr)
+        arp = chord + [chord[0] + 12]
+        for s in range(16) if "lead" in p["synths"] else ():
+            _add(lead, b * bar + s * bar / 16, _pluck(arp[s % len(arp)] + 12, sr), sr)
+    synths = g["pad"] * _filter(pad, sr, hi=p["pad_cutoff"]) + _pan(g["lead"] * _filter(lead, sr, hi=3000), 0.3)
+    return synths + 0.25 * _reverb(synths, sr, rng, 1.2, 5000)
+
+
+def _render_edm(p: dict, rng, n: int, sr: int) -> np.ndarray:
+    drums = _edm_drums(p, rng, n, sr)
+    music = _pan(p["gains"]["bass"] * _edm_bass(p, n, sr), 0) + _edm_synths(p, rng, n, sr)
+    pump = _sidechain(n, sr, 60 / p["bpm"], p["pump"], p["pump_release"])[:, None]  # ducks all but drums
+    mix = drums + pump * music
+    return np.tanh(p["drive"] * mix / np.abs(mix).max())  # loud master
+
+
+# ------------------------------------------------------------------------------------------- lofi
 
 def _lofi_params(rng) -> dict:
     return dict(
@@ -412,66 +463,82 @@ def _lofi_params(rng) -> dict:
                    hats=float(rng.uniform(0.08, 0.15)), keys=float(rng.uniform(0.3, 0.5)),
                    bass=float(rng.uniform(0.25, 0.45)), melody=float(rng.uniform(0.12, 0.2))),
         reverb=dict(t60=float(rng.uniform(0.6, 1.4)), wet=float(rng.uniform(0.1, 0.25))),
-        cutoff=float(rng.uniform(2500, 4500)), wow_cents=float(rng.uniform(4, 15)),
+        cutoff=float(rng.uniform(1800, 3500)), wow_cents=float(rng.uniform(4, 15)),
         wow_hz=float(rng.uniform(0.3, 0.9)), bits=int(rng.integers(9, 13)),
-        crackle=float(rng.uniform(8, 40)), hiss=float(10 ** rng.uniform(-3.0, -2.3)),
+        crackle=float(rng.uniform(8, 40)), hiss=float(10 ** rng.uniform(-3.2, -2.5)),
         peak=float(rng.uniform(0.6, 0.89)))
 
 
-def _render_lofi(p: dict, rng, n: int, sr: int) -> np.ndarray:
+def _swung(p: dict, rng, bar: int, eighth: int) -> float:
+    """Time (s) of eighth note ``eighth`` of bar ``bar``: off-beats late by the swing, plus a human wobble."""
     beat = 60 / p["bpm"]
-    bar, g = 4 * beat, p["gains"]
-    scale = MAJOR if p["mode"] == "major" else MINOR
-    kick, snare, hats, keys_l, keys_r, bass, melody = (np.zeros(n) for _ in range(7))
-    kick_one, snare_one, hat_one = _kick(sr, rng, **p["kick"]), _snare(sr, rng, **p["snare"]), _hat(sr, rng, 0.03, 2500)
-    kick_one = _filter(kick_one, sr, hi=1500)
-    tones: dict[int, np.ndarray] = {}
+    return (4 * bar + eighth // 2 + (p["swing"] if eighth % 2 else 0)) * beat + rng.normal(0, 0.008)
 
-    def eighth(b, e):  # time of eighth-note ``e`` of bar ``b``, swung and humanised
-        return b * bar + (e // 2 + (p["swing"] if e % 2 else 0)) * beat + rng.normal(0, 0.008)
 
-    def epiano(track, midi, start, seconds, velocity):
-        if midi not in tones:
-            tones[midi] = _epiano_tone(midi, sr, 2 * bar, p["epiano"])
-        _add(track, start, _note(tones[midi], sr, seconds, 0.25), sr, velocity)
-
-    comp = {"whole": [(0, 8)], "two": [(0, 3), (3, 5)], "stabs": [(0, 2), (3, 2), (5, 3)]}[p["comp"]]
-    for b in range(int(np.ceil(n / sr / bar))):
+def _lofi_drums(p: dict, rng, n: int, sr: int) -> np.ndarray:
+    """Boom-bap: soft kick pattern, snare on 2 and 4, swung eighth hats (loud on the beat): ``(n, 2)``."""
+    g = p["gains"]
+    kick, snare, hats = np.zeros(n), np.zeros(n), np.zeros(n)
+    kick_one = _filter(_kick(sr, rng, **p["kick"]), sr, hi=1500)
+    snare_one, hat_one = _snare(sr, rng, **p["snare"]), _hat(sr, rng, 0.03, 2500)
+    for b in range(int(np.ceil(n / sr / (240 / p["bpm"])))):
         for e in range(8):
             if e in p["kick_steps"]:
-                _add(kick, eighth(b, e), kick_one, sr, rng.uniform(0.8, 1.0))
+                _add(kick, _swung(p, rng, b, e), kick_one, sr, rng.uniform(0.8, 1.0))
             if e in (2, 6):
-                _add(snare, eighth(b, e), snare_one, sr, rng.uniform(0.8, 1.0))
+                _add(snare, _swung(p, rng, b, e), snare_one, sr, rng.uniform(0.8, 1.0))
             if rng.random() < 0.9:
-                _add(hats, eighth(b, e), hat_one, sr, rng.uniform(0.3, 0.6) if e % 2 else rng.uniform(0.7, 1.0))
-        degree = p["progression"][b % len(p["progression"])]
-        degree = _fold(48 + p["tonic"], scale, degree, 55)
-        chord = _chord(48 + p["tonic"], scale, degree, 5 if p["ninths"] else 4)
+                velocity = rng.uniform(0.3, 0.6) if e % 2 else rng.uniform(0.7, 1.0)  # accent the beat
+                _add(hats, _swung(p, rng, b, e), hat_one, sr, velocity)
+    return _pan(g["kick"] * kick, 0) + _pan(g["snare"] * snare, 0.05) + _pan(g["hats"] * hats, -0.2)
+
+
+def _lofi_band(p: dict, rng, n: int, sr: int) -> np.ndarray:
+    """E-piano 7th (or 9th) chords strummed in a comping rhythm, sine bass, maybe a sparse melody: ``(n, 2)``."""
+    beat, g = 60 / p["bpm"], p["gains"]
+    scale, low = (MAJOR if p["mode"] == "major" else MINOR), 48 + p["tonic"]
+    keys, bass, melody = np.zeros((n, 2)), np.zeros(n), np.zeros(n)
+    tones: dict[int, np.ndarray] = {}
+
+    def epiano(midi, seconds):
+        if midi not in tones:
+            tones[midi] = _epiano_tone(midi, sr, min(4 * beat, n / sr) + 0.3, p["epiano"])
+        return _note(tones[midi], sr, seconds, 0.25)
+
+    comp = {"whole": [(0, 8)], "two": [(0, 3), (3, 5)], "stabs": [(0, 2), (3, 2), (5, 3)]}[p["comp"]]
+    for b in range(int(np.ceil(n / sr / (4 * beat)))):
+        degree = _fold(low, scale, p["progression"][b % len(p["progression"])], 55)
+        chord = _chord(low, scale, degree, 5 if p["ninths"] else 4)
         for e, length in comp:
-            start = eighth(b, e)
-            for j, midi in enumerate(chord):  # a slight upward strum
-                epiano(keys_l if j % 2 else keys_r, midi, start + 0.012 * j, length * beat / 2, rng.uniform(0.6, 0.9))
-        root = chord[0] - 12
-        for e, length, midi in ((0, 3, root), (3, 2, root), (5, 3, root + 7 if rng.random() < 0.5 else root)):
-            _add(bass, eighth(b, e), _sine_bass(midi, sr, length * beat / 2), sr, rng.uniform(0.8, 1.0))
-        if p["melody"]:
-            for e in sorted(rng.choice(8, size=int(rng.integers(0, 4)), replace=False)):
-                step = int(rng.choice([0, 1, 2, 4, 5]))  # pentatonic-ish scale steps
-                epiano(melody, _pitch(72 + p["tonic"] - 12, scale, 7 + step), eighth(b, e), beat, rng.uniform(0.6, 1.0))
-    mix = (_pan(g["kick"] * kick, 0) + _pan(g["snare"] * snare, 0.05) + _pan(g["hats"] * hats, -0.2)
-           + _pan(g["keys"] * keys_l, -0.4) + _pan(g["keys"] * keys_r, 0.4) + _pan(g["bass"] * bass, 0)
-           + _pan(g["melody"] * melody, 0.2))
-    mix += p["reverb"]["wet"] * _reverb(mix, sr, rng, p["reverb"]["t60"], 3000)
-    tape = _wow(_filter(mix, sr, hi=p["cutoff"], order=4), sr, rng, p["wow_cents"], p["wow_hz"])
-    tape = np.tanh(1.3 * tape / np.abs(tape).max())
+            start = _swung(p, rng, b, e)
+            for j, midi in enumerate(chord):  # a slight upward strum, voices alternating left/right
+                _add(keys[:, j % 2], start + 0.012 * j, epiano(midi, length * beat / 2), sr, rng.uniform(0.6, 0.9))
+        fifth = chord[0] - 12 + (7 if rng.random() < 0.5 else 0)
+        for e, length, midi in ((0, 3, chord[0] - 12), (3, 2, chord[0] - 12), (5, 3, fifth)):
+            _add(bass, _swung(p, rng, b, e), _sine_bass(midi, sr, length * beat / 2), sr, rng.uniform(0.8, 1.0))
+        for e in sorted(rng.choice(8, size=int(rng.integers(0, 4)), replace=False)) if p["melody"] else ():
+            midi = _pitch(low + 12, scale, 7 + int(rng.choice([0, 1, 2, 4, 5])))  # pentatonic-ish
+            _add(melody, _swung(p, rng, b, e), epiano(midi, beat), sr, rng.uniform(0.6, 1.0))
+    return g["keys"] * _pan(keys[:, 0], -0.6) + g["keys"] * _pan(keys[:, 1], 0.6) \
+        + _pan(g["bass"] * bass, 0) + _pan(g["melody"] * melody, 0.2)
+
+
+def _tape(x: np.ndarray, p: dict, rng, sr: int) -> np.ndarray:
+    """Lo-fi master: steep low-pass, wow and flutter, saturation, bit reduction (peak ~0.86)."""
+    y = _wow(_filter(x, sr, hi=p["cutoff"], order=4), sr, rng, p["wow_cents"], p["wow_hz"])
+    y = np.tanh(1.3 * y / np.abs(y).max())
     levels = 2 ** (p["bits"] - 1)
-    tape = np.round(tape * levels) / levels
-    return tape + _vinyl(n, sr, rng, p["crackle"], p["hiss"])[:, None]
+    return np.round(y * levels) / levels
+
+
+def _render_lofi(p: dict, rng, n: int, sr: int) -> np.ndarray:
+    mix = _lofi_drums(p, rng, n, sr) + _lofi_band(p, rng, n, sr)
+    mix += p["reverb"]["wet"] * _reverb(mix, sr, rng, p["reverb"]["t60"], 3000)
+    return _tape(mix, p, rng, sr) + _vinyl(n, sr, rng, p["crackle"], p["hiss"])[:, None]
 
 
 _GENRES = {"classical": (_classical_params, _render_classical), "edm": (_edm_params, _render_edm),
            "lofi": (_lofi_params, _render_lofi)}
-
 
 # ------------------------------------------------------------------------------------------------ api
 
@@ -526,12 +593,14 @@ def write_dataset(out_dir, genres: Sequence[str] = GENRES, files_per_genre: int 
     Returns ``out_dir``.
     """
     rates = [sample_rate] if isinstance(sample_rate, (int, np.integer)) else list(sample_rate)
-    for name, values, allowed in (("genre", genres, GENRES), ("format", formats, FORMATS), ("channels", channels, (1, 2))):
+    choices = {"genres": (genres, GENRES), "formats": (formats, tuple(FORMATS)), "channels": (channels, (1, 2))}
+    for name, (values, allowed) in choices.items():
         bad = [v for v in values if v not in allowed]
         if bad or not values:
-            raise ConfigError(f"write_dataset: unsupported {name} {bad or 'list (empty)'}; choose from {list(allowed)}")
-    if files_per_genre < 1 or not rates:
-        raise ConfigError("write_dataset: need files_per_genre >= 1 and at least one sample rate")
+            raise ConfigError(f"write_dataset: unsupported {name} {bad or '(none given)'}; choose from {list(allowed)}")
+    if files_per_genre < 1 or not rates or not all(8000 <= r <= 192000 for r in rates):
+        raise ConfigError(f"write_dataset: need files_per_genre >= 1 (got {files_per_genre}) and sample rates in "
+                          f"8000..192000 Hz (got {rates})")
     out_dir = Path(out_dir)
     jobs = [(g, i) for g in genres for i in range(files_per_genre)]
     for genre, i in tqdm(jobs, desc="synthesising", disable=not progress):

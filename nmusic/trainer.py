@@ -24,6 +24,20 @@ What the :class:`Trainer` owns (the :class:`~nmusic.recipe.Recipe` owns the mode
 Run directory::
 
     run.json  train.log  history.json  loss.png  ckpt-XXXXXXXX.pt ...  best.pt  samples/step-XXXXXXXX.png
+
+What a recipe must respect (so that DDP, compile, AMP and exact resume work):
+
+* reach modules through ``self.modules[name]`` inside ``train_step`` (the trainer swaps in DDP /
+  compiled wrappers for modules with trainable parameters while training, and the raw modules
+  back for ``eval_step``/``sample`` and after ``fit``); ``Recipe.unwrap`` gives the raw module;
+* call each wrapped module at most once per backward (concatenate real and fake batches), and
+  only through ``forward``: DDP synchronises gradients of what ``forward`` computed;
+* use ``ctx.autocast()``, ``ctx.backward(loss)`` and ``ctx.step(optimizer)``;
+* draw randomness from the global torch/NumPy/Python RNGs (or a generator seeded from
+  ``ctx.step``): they are checkpointed per rank; return the losses as floats, NaN included (the
+  trainer stops every rank together), rather than raising inside ``train_step``;
+* ``extra_state()`` and the config hold tensors and builtins only (checkpoints load with
+  ``weights_only=True``).
 """
 from __future__ import annotations
 
@@ -70,6 +84,7 @@ class TrainConfig:
     samples_per_genre: int = 1
     amp: str = "none"                 # "none" | "bf16" | "fp16" (fp16 needs CUDA)
     compile: bool = False             # torch.compile the trainable modules
+    compile_backend: str = "inductor"  # torch.compile backend ("eager"/"aot_eager" to debug compile issues)
     device: str = "auto"              # "auto" | "cpu" | "cuda" | "cuda:N"
     num_workers: int = 0              # DataLoader worker processes
     seed: int = 0
@@ -230,6 +245,7 @@ class Trainer:
             raise ConfigError("TrainConfig.amp='bf16' is not supported by this GPU; use amp='fp16' or 'none'")
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         self.step = 0
+        self.session_start_step = 0  # the step this fit() started from
         self.history: list[dict] = []
         self.best: dict | None = None
         self.checkpoint_path: Path | None = None  # newest checkpoint written or resumed from
@@ -239,6 +255,7 @@ class Trainer:
         self._raw_modules = dict(recipe.modules)
         self._owns_process_group = False
         self._val: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_plot = time.monotonic()
 
     def _from_model_config(self, name: str) -> int:
         value = getattr(self.recipe.config, name, None)
@@ -263,7 +280,7 @@ class Trainer:
         finally:
             self.recipe.modules.update(self._raw_modules)
             if self.is_main and self.history:
-                self._write_history()
+                self._write_history(plot=True)
             if self._owns_process_group:
                 dist.destroy_process_group()
                 self._owns_process_group = False
@@ -369,7 +386,7 @@ class Trainer:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 wrapped = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
             if self.cfg.compile:
-                wrapped = torch.compile(wrapped)
+                wrapped = torch.compile(wrapped, backend=self.cfg.compile_backend)
             self.recipe.modules[name] = wrapped
 
     def _run_info(self) -> dict:
@@ -385,6 +402,7 @@ class Trainer:
         from .dataset import make_loader
 
         cfg = self.cfg
+        self.session_start_step = self.step
         if self.step >= cfg.steps:
             if self.is_main:
                 self._say(f"already at step {self.step} >= steps={cfg.steps}; raise steps to train further")
@@ -394,7 +412,6 @@ class Trainer:
                              pin_memory=self.device.type == "cuda", rank=self.rank, world_size=self.world_size)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{self.recipe.name}", unit="step", dynamic_ncols=True,
                    disable=not (self.is_main and cfg.progress))
-        session_start_step = self.step
         try:
             for wave, genre in loader:
                 wave = wave.to(self.device, non_blocking=True)
@@ -408,15 +425,15 @@ class Trainer:
                 out_of_time = cfg.time_budget_s is not None and time.monotonic() - started >= cfg.time_budget_s
                 diverged, out_of_time = self._agree(bool(bad), out_of_time)
                 if diverged:
-                    self._diverged(bad or losses)
+                    self._diverged(bad)
                 self.step += 1
                 bar.update(1)
                 self._accumulate(losses)
                 s, final = self.step, self.step >= cfg.steps
                 if s % cfg.log_every == 0 or final or out_of_time:
-                    self._log_train(started, session_start_step, bar)
+                    self._log_train(started, bar)
                 is_best = False
-                if self._val_files_usable() and ((cfg.val_every and s % cfg.val_every == 0) or final):
+                if self.val_files and cfg.val_every and s % cfg.val_every == 0:
                     is_best = self._validate()
                 if cfg.sample_every and (s % cfg.sample_every == 0 or final) and self.is_main:
                     self._sample()
@@ -452,12 +469,12 @@ class Trainer:
             sums[k] = sums.get(k, 0.0) + v
         self._pending["count"] += 1
 
-    def _log_train(self, started: float, session_start_step: int, bar) -> None:
+    def _log_train(self, started: float, bar) -> None:
         count = max(self._pending["count"], 1)
         entry = {"step": self.step, "split": "train", **{k: v / count for k, v in self._pending["sums"].items()}}
         session = time.monotonic() - started
         entry["elapsed_s"] = round(self._elapsed_before + session, 3)
-        entry["steps_per_s"] = round((self.step - session_start_step) / max(session, 1e-9), 3)
+        entry["steps_per_s"] = round((self.step - self.session_start_step) / max(session, 1e-9), 3)
         self._pending = {"sums": {}, "count": 0}
         self._record(entry)
         bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("step", "split", "elapsed_s")},
@@ -484,9 +501,6 @@ class Trainer:
             for name, m in self._raw_modules.items():
                 m.train(modes[name])
             self.recipe.modules.update(wrapped)
-
-    def _val_files_usable(self) -> bool:
-        return bool(self.val_files) and self.cfg.val_every > 0
 
     def _validate(self) -> bool:
         """Validation losses into the history; True when the first one is the best so far (all ranks)."""
@@ -531,7 +545,7 @@ class Trainer:
         path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
         from . import plots
         plots.spectrogram_grid(mel.float().cpu(), [f"{g} (step {self.step})" for g in names], path=path,
-                               cols=self.cfg.samples_per_genre if len(genres) > 1 else min(len(names), 4))
+                               cols=self.cfg.samples_per_genre if self.cfg.samples_per_genre > 1 else 3)
         self._emit("on_sample", self.step, mel, names, path)
 
     # --- files -----------------------------------------------------------------------------------------
@@ -567,11 +581,13 @@ class Trainer:
         self._write_history()
         self._emit("on_checkpoint", self.step, path)
 
-    def _write_history(self) -> None:
+    def _write_history(self, plot: bool = False) -> None:
+        """history.json; loss.png too when ``plot`` or when the last plot is a minute old."""
         atomic_write_json(self.run_dir / "history.json", self.history)
         keys = [k for k in dict.fromkeys(k for h in self.history for k in h)
                 if k not in ("step", "split", "elapsed_s", "steps_per_s")]
-        if keys:
+        if keys and (plot or time.monotonic() - self._last_plot >= 60):
+            self._last_plot = time.monotonic()
             from . import plots
             tmp = self.run_dir / f".tmp-{os.getpid()}-loss.png"
             plots.loss_curves(self.history, path=tmp, keys=keys)

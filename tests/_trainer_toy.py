@@ -24,6 +24,7 @@ from nmusic.trainer import TrainConfig, Trainer
 
 TOY_SPEC = SpecParams(sample_rate=8000, n_fft=64, hop_length=32, n_mels=8)
 GENRES = ("classical", "edm", "lofi")
+EXTRA_SLEEP_S = 0.0  # per step, set by the script's --sleep: slows a run down without changing its config
 
 
 @dataclass
@@ -56,7 +57,7 @@ class ToyRecipe(Recipe):
     def __init__(self, config: ToyConfig, spec: SpecParams, genres):
         super().__init__(config, spec, genres)
         net = ToyNet(spec.n_mels, config.hidden, len(genres))
-        ema = ToyNet(spec.n_mels, config.hidden, len(genres)).requires_grad_(False)
+        ema = ToyNet(spec.n_mels, config.hidden, len(genres)).requires_grad_(False).eval()
         ema.load_state_dict(net.state_dict())
         self.modules = {"net": net, "ema": ema}
         self.optimizers = {"net": torch.optim.Adam(net.parameters(), lr=config.lr)}
@@ -64,8 +65,8 @@ class ToyRecipe(Recipe):
         self.updates = 0
 
     def train_step(self, mel, genre, ctx):
-        if self.config.sleep_s:
-            time.sleep(self.config.sleep_s)
+        if self.config.sleep_s or EXTRA_SLEEP_S:
+            time.sleep(self.config.sleep_s + EXTRA_SLEEP_S)
         self.seen.append(genre.tolist())
         x = mel.transpose(1, 2)
         scale = self.config.noise * (1 + 0.1 * random.random() + 0.1 * float(np.random.rand()))
@@ -143,6 +144,12 @@ class ProgressFile:
         self.path.write_text(str(step))
 
 
+def script_config(steps: int, ckpt_every: int, val_every: int) -> TrainConfig:
+    """The TrainConfig of ``main``: every step logged."""
+    return TrainConfig(steps=steps, log_every=1, ckpt_every=ckpt_every, val_every=val_every, sample_every=0,
+                       keep_last=2, device="cpu", progress=False)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["train", "ddp"])
@@ -153,11 +160,12 @@ def main(argv=None) -> int:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--progress-file", default=None)
     a = p.parse_args(argv)
+    global EXTRA_SLEEP_S
+    EXTRA_SLEEP_S = a.sleep
     torch.set_num_threads(1)
-    cfg = TrainConfig(steps=a.steps, log_every=1, ckpt_every=a.ckpt_every, val_every=a.val_every, sample_every=0,
-                      keep_last=2, device="cpu", progress=False)
+    cfg = script_config(a.steps, a.ckpt_every, a.val_every)
     callbacks = [ProgressFile(a.progress_file)] if a.progress_file else []
-    trainer = make_trainer(a.run_dir, cfg, ToyConfig(sleep_s=a.sleep), callbacks=callbacks,
+    trainer = make_trainer(a.run_dir, cfg, ToyConfig(), callbacks=callbacks,
                            model_seed=trainer_rank_seed() if a.mode == "ddp" else 0)
     trainer.fit(resume=True)
     if a.mode == "ddp":

@@ -141,7 +141,7 @@ def test_discriminator_uses_the_genre(conditioning):
 # --- losses -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("loss", ["hinge", "bce", "lsgan"])
 def test_matching_aware_loss_treats_wrong_genre_as_fake(loss):
-    real, fake, wrong = (torch.zeros(4, requires_grad=True) for _ in range(3))
+    real, fake, wrong = (torch.full((4,), 0.5, requires_grad=True) for _ in range(3))
     terms = d_loss_terms(loss, real, fake, wrong)
     assert torch.allclose(terms["d_loss"], terms["d_loss_real"] + (terms["d_loss_fake"] + terms["d_loss_wrong"]) / 2)
     terms["d_loss"].backward()
@@ -153,7 +153,7 @@ def test_matching_aware_loss_treats_wrong_genre_as_fake(loss):
     t = d_loss_terms(loss, hi, hi, hi)
     assert torch.isclose(t["d_loss_wrong"], t["d_loss_fake"]) and t["d_loss_wrong"] > t["d_loss_real"]
     # the generator wants its fakes called real
-    fake2 = torch.zeros(4, requires_grad=True)
+    fake2 = torch.full((4,), 0.5, requires_grad=True)
     g_adv_loss(loss, fake2).backward()
     assert (fake2.grad < 0).all()
 

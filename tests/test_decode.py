@@ -179,3 +179,9 @@ def test_ffmpeg_formats_decode(tmp_path, ext, codec):
     wave, sr = load_audio(out, 16000)
     assert sr == 16000 and abs(len(wave) - 16000) < 1600 and abs(peak_freq(wave, sr) - 440) < 6
     assert audio_stats(out).channels == 2
+    shutil.copy(out, tmp_path / "misnamed.mp3")  # libsndfile refuses it, FFmpeg takes over
+    assert abs(peak_freq(load_audio(tmp_path / "misnamed.mp3", 16000)[0], 16000) - 440) < 6
+    (tmp_path / "bad.m4a").write_bytes(b"garbage" * 50)
+    with pytest.raises(DecodeError, match="FFmpeg cannot read it") as e:
+        load_audio(tmp_path / "bad.m4a")
+    assert str(tmp_path) not in str(e.value).split(": ", 1)[1]  # FFmpeg's reason names the file only once

@@ -101,7 +101,7 @@ def test_fetch_drive_with_injected_download(tmp_path):
     def offline(source, file_id, folder, progress):
         raise ConnectionError("Name or service not known")
 
-    with pytest.raises(FetchError, match=f"{ID}.*ConnectionError.*Anyone with the link"):
+    with pytest.raises(FetchError, match=f"{ID}.*no local file.*ConnectionError.*Anyone with the link"):
         fetch(ID, tmp_path / "data2", False, offline)
 
 

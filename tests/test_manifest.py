@@ -1,5 +1,6 @@
 """nmusic.manifest on a mixed corpus of good and bad files written by the test."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -22,14 +23,14 @@ GOOD = {  # path: (seconds, rate, channels, format, subtype)
     "edm/e.opus": (2.5, 48000, 2, "OGG", "OPUS"),
     "edm/f.wav": (2.5, 8000, 1, "WAV", "PCM_U8"),
 }
-BAD = {  # path: expected reason (substring)
+BAD = {  # path: expected reason (regular expression)
     "lofi/short.wav": "shorter than a clip",
     "lofi/silent.wav": "pure silence",
     "lofi/nan.wav": "non-finite",
-    "lofi/empty.wav": "empty (0 bytes)",
-    "lofi/header_only.wav": "empty (no audio samples)",
+    "lofi/empty.wav": r"empty \(0 bytes\)",
+    "lofi/header_only.wav": r"empty \(no audio samples\)",
     "lofi/text.wav": "cannot decode",
-    "lofi/trunc.flac": "cannot decode",
+    "lofi/trunc.flac": "cannot decode|shorter than a clip",  # FFmpeg, when installed, decodes the first 0.1 s
     "stray.wav": "not inside a genre folder",
 }
 
@@ -74,7 +75,7 @@ def test_rows_skips_and_genres(manifest, corpus):
     reasons = {s["path"]: s["reason"] for s in manifest.skipped}
     assert sorted(reasons) == sorted(BAD)
     for rel, why in BAD.items():
-        assert why in reasons[rel], (rel, reasons[rel])
+        assert re.search(why, reasons[rel]), (rel, reasons[rel])
     assert str(corpus) not in " ".join(reasons.values())  # reasons are short, paths are relative
     assert manifest.paths()[0].is_file()
 

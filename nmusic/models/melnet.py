@@ -166,6 +166,7 @@ class MelNetRecipe(Recipe):
         with it. ``naive=True`` uses the slow baseline sampler.
         """
         self._check_genre(genre)
+        genre = genre.to(next(self.tiers()[0].parameters()).device)
         if temperature < 0:
             raise ConfigError(f"sampling temperature must be >= 0 (got {temperature})")
         n_mels = self.spec.n_mels

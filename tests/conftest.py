@@ -1,0 +1,16 @@
+"""Shared fixtures: one quick end-to-end demo run that several tests look at."""
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``nmusic demo --quick`` (embedded data -> prepare -> train -> classify -> report), run once."""
+    from nmusic.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    report = run_demo(out, model="cmelgan", quick=True, progress=False)
+    return out, report
