@@ -19,8 +19,10 @@ Key, mode, tempo, progression, patterns, timbre and mix are drawn per clip from
 samples, and :func:`clip_params` tells what was drawn. Everything is vectorised numpy; Python
 loops run over notes and partials, never over samples (about a second of CPU per minute of audio).
 
->>> y = render("lofi", seed=3, seconds=5.0, sample_rate=16000)   # (80000,) float32, peak <= 0.89
->>> write_dataset("data/synth", files_per_genre=6, seconds=20.0)  # data/synth/<genre>/<genre>_0000.wav ...
+Usage::
+
+    y = render("lofi", seed=3, seconds=5.0, sample_rate=16000)   # (80000,) float32, peak <= 0.89
+    write_dataset("data/synth", files_per_genre=6, seconds=20.0)  # data/synth/<genre>/<genre>_0000.wav ...
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ LOFI_KICKS = ((0, 3, 4), (0, 5), (0, 2, 5), (0, 3, 5, 7), (0, 4, 5))  # eighth-n
 
 # ---------------------------------------------------------------------------------------------- pitch
 
-def hz(midi):
+def _hz(midi):
     """MIDI note number(s) -> frequency in Hz (A4 = 69 = 440 Hz)."""
     return 440.0 * 2.0 ** ((np.asarray(midi, dtype=float) - 69) / 12)
 
@@ -169,7 +171,7 @@ def _piano_tone(midi: int, sr: int, seconds: float, timbre: dict, rng) -> np.nda
     """One piano key, no release: partials ``f_k = k f0 sqrt(1 + B k^2)`` (stiff string), amplitudes
     shaped by the hammer position and felt, each decaying exponentially (higher ones faster) and
     beating like detuned unison strings; a 1.5 ms hammer attack and a short felt thump."""
-    f0, n = float(hz(midi)), int(seconds * sr)
+    f0, n = float(_hz(midi)), int(seconds * sr)
     t = np.arange(n) / sr
     out = np.zeros(n)
     inharm = timbre["inharmonicity"] * 2 ** ((midi - 60) / 24)  # treble strings are stiffer
@@ -193,7 +195,7 @@ def _piano_tone(midi: int, sr: int, seconds: float, timbre: dict, rng) -> np.nda
 def _epiano_tone(midi: int, sr: int, seconds: float, timbre: dict) -> np.ndarray:
     """Rhodes-like FM tone: f0 phase-modulated at f0 by a decaying index (bark on the attack, round
     sustain) plus a fast-decaying high "tine" partial."""
-    f0 = float(hz(midi))
+    f0 = float(_hz(midi))
     t = np.arange(int(seconds * sr)) / sr
     index = timbre["bark"] * np.exp(-t / 0.2) + 0.4
     y = _sin(f0 * t + index / TAU * _sin(f0 * t))
@@ -207,7 +209,7 @@ def _sine_bass(midi: int, sr: int, seconds: float) -> np.ndarray:
     """Round, slightly saturated sine bass with soft attack and release."""
     t = np.arange(int(seconds * sr)) / sr
     env = (1 - np.exp(-t / 0.01)) * np.exp(-t / 1.5) * np.minimum(1, (seconds - t) / 0.05)
-    return np.tanh(1.5 * _sin(hz(midi) * t)) * env
+    return np.tanh(1.5 * _sin(_hz(midi) * t)) * env
 
 
 def _saw(freq: float, n: int, sr: int, phase: float = 0.0) -> np.ndarray:
@@ -227,7 +229,7 @@ def _supersaw(midi: int, n: int, sr: int, rng, voices: int, cents: float) -> tup
     """Detuned saw stack for one note, split into a (left, right) pair of voice groups."""
     sides = [np.zeros(n), np.zeros(n)]
     for v, c in enumerate(np.linspace(-cents, cents, voices)):
-        sides[v % 2] += _saw(float(hz(midi)) * 2 ** (c / 1200), n, sr, rng.random())
+        sides[v % 2] += _saw(float(_hz(midi)) * 2 ** (c / 1200), n, sr, rng.random())
     return sides[0] / np.sqrt(voices), sides[1] / np.sqrt(voices)
 
 
@@ -405,7 +407,7 @@ def _edm_bass(p: dict, n: int, sr: int) -> np.ndarray:
         for at, length in steps:
             m = int(length * beat * sr)
             ramp = np.minimum(1, np.minimum(np.arange(m), m - np.arange(m)) / (0.003 * sr))  # no clicks
-            _add(saw, (4 * b + at) * beat, _saw(float(hz(root)), m, sr) * ramp, sr)
+            _add(saw, (4 * b + at) * beat, _saw(float(_hz(root)), m, sr) * ramp, sr)
             _add(env, (4 * b + at) * beat, np.exp(-np.arange(m) / (0.06 * sr)), sr)
     dark, bright = _filter(saw, sr, hi=p["bass_cutoff"]), _filter(saw, sr, hi=4 * p["bass_cutoff"])
     return (dark + np.minimum(env, 1) * bright) / 2
@@ -414,7 +416,7 @@ def _edm_bass(p: dict, n: int, sr: int) -> np.ndarray:
 def _pluck(midi: int, sr: int) -> np.ndarray:
     """Short decaying saw: one note of an arpeggiated lead."""
     m = int(0.2 * sr)
-    return _saw(float(hz(midi)), m, sr) * np.exp(-np.arange(m) / (0.05 * sr))
+    return _saw(float(_hz(midi)), m, sr) * np.exp(-np.arange(m) / (0.05 * sr))
 
 
 def _edm_synths(p: dict, rng, n: int, sr: int) -> np.ndarray:
@@ -608,5 +610,8 @@ def write_dataset(out_dir, genres: Sequence[str] = GENRES, files_per_genre: int 
         y = render(genre, file_seed(seed, i), seconds, rate, stereo=ch == 2)
         (out_dir / genre).mkdir(parents=True, exist_ok=True)
         fmt, subtype = FORMATS[ext]
-        sf.write(str(out_dir / genre / f"{genre}_{i:04d}.{ext}"), y, rate, format=fmt, subtype=subtype)
+        # Written in blocks: one large Ogg Vorbis write can crash libsndfile (python-soundfile #233).
+        with sf.SoundFile(str(out_dir / genre / f"{genre}_{i:04d}.{ext}"), "w", rate, ch, subtype, format=fmt) as f:
+            for start in range(0, len(y), 1 << 16):
+                f.write(y[start:start + (1 << 16)])
     return out_dir

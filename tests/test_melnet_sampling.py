@@ -43,12 +43,15 @@ def test_naive_sampler_draws_the_same_samples():
 
 def test_cached_sampling_advances_time_rnns_one_frame_at_a_time():
     tier = make_tier(5, conditional=False)
-    lengths = []
-    tier.layers[0].time_rnn.register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
-    tier.layers[0].freq_rnn.register_forward_hook(lambda m, args, out: lengths.append(("f", args[0].shape[1])))
+    layer = tier.layers[0]
+    lengths, bins = [], []
+    layer.time_rnn.register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
+    layer.freq_rnn.register_forward_hook(lambda m, args, out: lengths.append("whole-frame frequency pass"))
+    step = layer.freq_step
+    layer.freq_step = lambda h_f, *a: bins.append(h_f.shape) or step(h_f, *a)
     sample_tier(tier, 7, torch.tensor([0]))
-    assert [n for n in lengths if not isinstance(n, tuple)] == [1] * 7          # one step per frame
-    assert [n for n in lengths if isinstance(n, tuple)] == [("f", 1)] * (7 * 5)  # one step per bin
+    assert lengths == [1] * 7                    # time RNN: one step per frame, never the prefix
+    assert bins == [(1, 8)] * (7 * 5)             # frequency-delayed stack: one step per bin
 
 
 def test_multi_tier_sampling_shapes_priming_and_temperature():

@@ -15,8 +15,8 @@ tier (``melnet_tiers.Tier``) feeds ``h^t[0]`` from ``x[i-1, j]``, ``h^c[0]`` fro
 Every RNN is a cuDNN/fused ``nn.LSTM``/``nn.GRU`` applied to a reshaped batch (all bins or all
 frames at once): no Python loop over time or frequency during training. The same modules run one
 frame / one bin at a time with carried state for cached sampling (:meth:`DelayedLayer.time_stack`
-on ``T = 1``, :meth:`DelayedLayer.freq_stack` on ``F = 1``), which gives the same numbers as the
-full pass.
+on ``T = 1``; :meth:`DelayedLayer.freq_step`, the same arithmetic through ``torch.lstm_cell`` /
+``torch.gru_cell``), which gives the same numbers as the full pass.
 """
 from __future__ import annotations
 
@@ -48,6 +48,23 @@ def run_freq(rnn: nn.RNNBase, h: torch.Tensor, state=None):
     B, T, F, D = h.shape
     out, state = rnn(h.reshape(B * T, F, D), state)
     return out.reshape(B, T, F, -1), state
+
+
+def rnn_cell(rnn: nn.RNNBase, x: torch.Tensor, state=None):
+    """One step of a one-layer, one-direction ``rnn`` with its own weights: ``x (N, D) -> (N, D')``.
+
+    Same arithmetic as ``rnn`` on a length-1 sequence (``torch.lstm_cell`` / ``torch.gru_cell``),
+    without its per-call overhead; ``state`` is ``(h, c)`` (LSTM) or ``h`` (GRU), each ``(N, D')``.
+    """
+    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    if state is None:
+        h = x.new_zeros(x.shape[0], rnn.hidden_size)
+        state = (h, h) if isinstance(rnn, nn.LSTM) else h
+    if isinstance(rnn, nn.LSTM):
+        h, c = torch.lstm_cell(x, state, *weights)
+        return h, (h, c)
+    h = torch.gru_cell(x, state, *weights)
+    return h, h
 
 
 class DelayedLayer(nn.Module):
@@ -83,6 +100,14 @@ class DelayedLayer(nn.Module):
         if h_c is not None:
             u = u + h_c.unsqueeze(2)
         out, state = run_freq(self.freq_rnn, u, state)
+        return h_f + self.W_f(out), state
+
+    def freq_step(self, h_f, h_t, h_c=None, state=None):
+        """:meth:`freq_stack` for one bin of one frame: ``(N, D)`` inputs, cell ``state``."""
+        u = h_f + h_t
+        if h_c is not None:
+            u = u + h_c
+        out, state = rnn_cell(self.freq_rnn, u, state)
         return h_f + self.W_f(out), state
 
     # --- full (training) pass -------------------------------------------------------------------

@@ -75,21 +75,27 @@ def sample_tier(tier: Tier, n_frames: int, genre: torch.Tensor, context: torch.T
                 for l, layer in enumerate(tier.layers):
                     h_f, _ = layer.freq_stack(h_f, hts[l], hcs[l])
                 records.append(tier.mixture(tier.head(h_f)).stacked())
-        else:
+        else:                 # new frame: bin by bin, carrying the frequency-delayed stack's state
             freq_state = [None] * L
-            prev_bin = torch.zeros_like(x[:, :1, :1])
+            prev_bin = x.new_zeros(x.shape[0], 1)
+            z_f = None if z_i is None else z_i[:, 0]                  # (B, F | 1, D)
+            h_ts = [h[:, 0] for h in hts]                              # (B, F, D) per layer
+            h_cs = [None if h is None else h[:, 0] for h in hcs]       # (B, D) per layer
             frame = []
             for j in range(tier.n_freq):
-                h_f = tier.freq_inputs(prev_bin, _rows(z_i, j, 2))
+                h_f = tier.in_f(prev_bin)
+                if z_f is not None:
+                    h_f = h_f + z_f[:, j if z_f.shape[1] > 1 else 0]
                 for l, layer in enumerate(tier.layers):
-                    h_f, freq_state[l] = layer.freq_stack(h_f, hts[l][:, :, j:j + 1], hcs[l], freq_state[l])
-                params = tier.mixture(tier.head(h_f))    # (B, 1, 1, K)
-                prev_bin = gmm.sample(params, temperature, generator)
-                x[:, i, j] = prev_bin[:, 0, 0]
+                    h_f, freq_state[l] = layer.freq_step(h_f, h_ts[l][:, j], h_cs[l], freq_state[l])
+                params = tier.mixture(tier.head(h_f))    # (B, K)
+                value = gmm.sample(params, temperature, generator)
+                x[:, i, j] = value
+                prev_bin = value[:, None]
                 if record:
                     frame.append(params.stacked())
             if record:
-                records.append(torch.cat(frame, dim=2))
+                records.append(torch.stack(frame, dim=1)[:, None])
         prev = x[:, i:i + 1]
         if progress is not None:
             progress.update(1)
