@@ -76,6 +76,11 @@ class GenreClassifier:
     def features(self, mel: torch.Tensor) -> torch.Tensor:
         return self._batched(self.model.features, mel)
 
+    def embed(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: ``(B, n_mels, frames)`` -> features ``(B, 128)`` and logits ``(B, n_genres)`` (CPU)."""
+        feats = self.features(mel)
+        return feats, self._batched(self.model.head, feats)
+
     def accuracy(self, mel: torch.Tensor, labels: torch.Tensor) -> dict:
         """Overall and per-genre accuracy plus the confusion matrix (rows: true, cols: predicted)."""
         pred = self.predict(mel)
@@ -111,13 +116,30 @@ def accuracy_report(pred: torch.Tensor, labels: torch.Tensor, genres: list[str])
             "per_genre": per, "confusion": cm.tolist(), "n": int(len(labels))}
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, fe: MelFrontEnd, loader, batches: int) -> None:
+    """Re-estimate BatchNorm running statistics on ``batches`` batches of ``loader`` with the final weights.
+
+    The running averages (momentum 0.1) lag behind the weights, and after a short training run they
+    still sit near their initial values (mean 0, variance 1): in eval mode such a model can give one
+    answer for every input although it classifies its training batches perfectly.
+    ``torch.optim.swa_utils.update_bn`` recomputes them as plain averages over the given batches.
+    """
+    if batches < 1:
+        return
+    device = next(model.parameters()).device
+    mels = [fe(wave.to(device)) for _, (wave, _) in zip(range(batches), loader)]
+    torch.optim.swa_utils.update_bn(mels, model)
+
+
 def train_classifier(cache, train_files, val_files, spec: SpecParams, clip_frames: int = 128, steps: int = 300,
                      batch_size: int = 32, lr: float = 2e-3, seed: int = 0, device="cpu", width: int = 16,
-                     progress: bool = True) -> GenreClassifier:
+                     progress: bool = True, bn_batches: int = 8) -> GenreClassifier:
     """Train on random real chunks of ``train_files``; report accuracy on fixed chunks of ``val_files``.
 
     Augmentation: a random gain of +-6 dB (a shift of the log-mel) so that the classifier judges
-    content, not loudness.
+    content, not loudness. Afterwards the BatchNorm statistics are re-estimated on ``bn_batches``
+    training batches (:func:`recalibrate_batchnorm`).
     """
     from .dataset import fixed_clips, make_loader
 
@@ -142,10 +164,13 @@ def train_classifier(cache, train_files, val_files, spec: SpecParams, clip_frame
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    recalibrate_batchnorm(model, fe, make_loader(cache, train_files, spec.samples(clip_frames), batch_size,
+                                                 seed=seed + 1), bn_batches)
     clf = GenreClassifier(model.eval(), cache.genres, spec, clip_frames)
     wave, labels = fixed_clips(cache, val_files, spec.samples(clip_frames), seed=seed)
     with torch.no_grad():
         mel = torch.cat([fe(wave[i:i + 64].to(device)).cpu() for i in range(0, len(wave), 64)])
     clf.metrics = {"real_heldout": clf.accuracy(mel, labels), "train_seconds": time.perf_counter() - t0,
-                   "steps": steps, "val_files": len(val_files), "train_files": len(train_files)}
+                   "steps": steps, "val_files": len(val_files), "train_files": len(train_files),
+                   "bn_batches": bn_batches}
     return clf

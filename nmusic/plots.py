@@ -80,3 +80,57 @@ def confusion(cm, genres: list[str], title: str = "", path=None):
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     return _finish(fig, path)
+
+
+def png_bytes(fig) -> bytes:
+    """A figure as PNG bytes (for ipywidgets.Image); the figure is closed."""
+    import io
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def fd_bars(names: list[str], values: list[float], floors: list[float], title: str = "", path=None):
+    """Fréchet distance per run (bars) with the real-vs-real floor of each (black ticks); lower is better."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 1.5) + 2.5, 3))
+    x = list(range(len(names)))
+    ax.bar(x, values, color="tab:orange", label="generated vs real held-out")
+    ax.scatter(x, floors, marker="_", s=900, color="black", zorder=3, label="floor: real train vs held-out")
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("Fréchet distance")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _finish(fig, path)
+
+
+def nearest_distances(heldout, generated, threshold: float, title: str = "", path=None):
+    """Histograms of nearest-training-clip cosine distances: real held-out vs generated, copy threshold."""
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    h = torch.as_tensor(heldout).double()
+    g = torch.as_tensor(generated).double()
+    hi = float(torch.cat([h, g]).max()) if len(h) + len(g) else 1.0
+    bins = torch.linspace(0, max(hi, 1e-6) * 1.05, 30).tolist()
+    ax.hist(h.tolist(), bins=bins, alpha=0.6, density=True, label="real held-out -> train")
+    ax.hist(g.tolist(), bins=bins, alpha=0.6, density=True, label="generated -> train")
+    ax.axvline(threshold, color="red", ls="--", label="copy threshold")
+    ax.set_xlabel("cosine distance to the nearest training clip")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+def mos_bars(summary: list[dict], by: str = "source", title: str = "", path=None):
+    """Mean opinion score per source with its 95% confidence interval (from :func:`nmusic.mos.summarise`)."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(summary) + 1.5), 3))
+    names = [s[by] for s in summary]
+    means = [s["mean"] for s in summary]
+    err = [0.0 if s["half_width"] != s["half_width"] else s["half_width"] for s in summary]  # NaN -> no bar
+    ax.bar(range(len(names)), means, yerr=err, capsize=4, color="tab:green")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylim(0, 5.2)
+    ax.set_ylabel("MOS (1-5)")
+    ax.set_title(title, fontsize=9)
+    return _finish(fig, path)

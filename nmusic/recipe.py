@@ -106,6 +106,9 @@ class Recipe:
     """
 
     name: str = "recipe"
+    #: Config fields that may change between sessions of one run because they steer what is
+    #: trained, not what the model is (e.g. MelNet's ``train_tiers``: train tier by tier).
+    schedule_fields: tuple[str, ...] = ()
 
     def __init__(self, config, spec: SpecParams, genres: list[str]):
         self.config = config

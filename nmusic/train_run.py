@@ -12,7 +12,7 @@ from pathlib import Path
 from .audio import spec_preset
 from .dataset import AudioCache, split_by_file
 from .errors import ConfigError
-from .trainer import TrainConfig, Trainer
+from .trainer import UNTIL_BUDGET, TrainConfig, Trainer
 
 
 def build_recipe(model: str, cfg, genres: list[str]):
@@ -32,7 +32,7 @@ def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | 
     train_files, val_files = split_by_file(cache, val_fraction=val_fraction, seed=seed)
     recipe = build_recipe(model, cfg, cache.genres)
     if steps is None:  # a time budget decides when to stop; otherwise the preset's step count
-        steps = 10**9 if time_budget_s else getattr(cfg, "steps", 2000)
+        steps = UNTIL_BUDGET if time_budget_s else getattr(cfg, "steps", 2000)
     tc = dict(steps=steps, time_budget_s=time_budget_s, device=device, amp=amp, compile=compile,
               num_workers=num_workers, seed=seed, progress=progress)
     tc.update(train_overrides or {})

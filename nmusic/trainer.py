@@ -63,6 +63,7 @@ from .config import from_dict, to_dict
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .recipe import Recipe, StepContext
 
+UNTIL_BUDGET = 10**9  # ``steps`` meaning "until the time budget runs out"
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -315,7 +316,8 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "run.json", self._run_info())
-            self._say(f"{'resumed from ' + path.name if path else 'new run'} at step {self.step}/{self.cfg.steps}: "
+            self._say(f"{'resumed from ' + path.name if path else 'new run'} at step {self.step}"
+                      f"{'' if self.cfg.steps >= UNTIL_BUDGET else '/' + str(self.cfg.steps)}: "
                       f"{recipe.name} ({self.model_preset}), {recipe.n_params():,} parameters, "
                       f"device {self.device}, amp {self.cfg.amp}, world size {self.world_size}")
         self._wrap_modules()
@@ -353,7 +355,11 @@ class Trainer:
             raise CheckpointError(f"{path} used other spectrogram parameters ("
                                   + "; ".join(_config_diff(state["spec"], self.spec.to_dict()))
                                   + "); resume with the same model config, or start a new run directory")
-        diff = _config_diff(state["model_config"], plain(to_dict(recipe.config)))
+        saved, now = dict(state["model_config"]), plain(to_dict(recipe.config))
+        for name in recipe.schedule_fields:
+            saved.pop(name, None)
+            now.pop(name, None)
+        diff = _config_diff(saved, now)
         if diff:
             raise CheckpointError(f"{path} was trained with another model config ({'; '.join(diff)}); resume with "
                                   f"the preset and overrides in run.json ({state.get('preset')!r}), or start a "
@@ -410,7 +416,8 @@ class Trainer:
         loader = make_loader(self.cache, self.train_files, self.clip_samples, self.batch_size, seed=cfg.seed,
                              start_step=self.step, steps=cfg.steps, num_workers=cfg.num_workers,
                              pin_memory=self.device.type == "cuda", rank=self.rank, world_size=self.world_size)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{self.recipe.name}", unit="step", dynamic_ncols=True,
+        open_ended = cfg.time_budget_s is not None and cfg.steps >= UNTIL_BUDGET  # the clock decides
+        bar = tqdm(total=None if open_ended else cfg.steps, initial=self.step, desc=f"{self.recipe.name}", unit="step", dynamic_ncols=True,
                    disable=not (self.is_main and cfg.progress))
         try:
             for wave, genre in loader:

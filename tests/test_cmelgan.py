@@ -11,6 +11,7 @@ from nmusic.audio import SPEC_PRESETS, SpecParams
 from nmusic.errors import ConfigError
 from nmusic.models.cmelgan import (PRESETS, CMelGANConfig, CMelGANRecipe, d_loss_terms, g_adv_loss,
                                    stat_distance)
+from nmusic.models.cmelgan_discriminator import minibatch_std
 from nmusic.recipe import StepContext
 
 GENRES = ["classical", "edm", "lofi"]
@@ -18,7 +19,8 @@ CONVS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
 # Even smaller than "tiny" so that a step takes milliseconds: 16 mels x 32 frames.
 MINI_SPEC = SpecParams(n_fft=128, hop_length=64, n_mels=16)
 MINI = dict(clip_frames=32, batch_size=6, z_dim=8, g_channels=(8, 8, 4), upsample_factors=(2, 2),
-            finetune_kernels=(3, 5), d_channels=(8, 16), d_kernels=(3, 3), d_strides=(2, 2), d_groups=(1, 2))
+            finetune_kernels=(3, 5), d_channels=(8, 16, 16), d_kernels=(3, 3, 3), d_strides=(2, 2, 1),
+            d_groups=(1, 2, 1), d_minibatch_std=2)
 
 
 def mini(**kw) -> CMelGANRecipe:
@@ -64,6 +66,7 @@ def test_original_presets_are_the_papers_objective():
     for name in ("paper-small-original", "paper-large-original", "tiny-original"):
         c = PRESETS[name]
         assert (c.loss, c.conditioning, c.matching_aware, c.spectral_norm) == ("bce", "concat", True, False)
+        assert (c.d_steps, c.d_minibatch_std, c.feature_matching, c.ema_decay) == (2, 0, 0.0, 0.0)
 
 
 def test_tiny_shapes_and_range():
@@ -102,7 +105,8 @@ def test_discriminator_normalisation(sn, expected):
     D = mini(spectral_norm=sn).modules["discriminator"]
     convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(kinds(m) == {expected} for m in convs)
-    assert [m.groups for m in convs] == [1, 2], "grouped convolutions as configured"
+    assert [m.groups for m in convs] == [1, 2, 1], "grouped convolutions as configured"
+    assert convs[-1].in_channels == 17, "minibatch-std channel before the last layer"
 
 
 def test_finetune_stack_is_used():
@@ -259,7 +263,7 @@ def test_config_round_trips_through_json():
     ("upsample_factors", (1, 2, 2, 2)), ("g_channels", (8, 8)), ("finetune_kernels", (9, 3)),
     ("finetune_kernels", (3, 301)), ("d_groups", (1, 3, 8, 1)), ("d_kernels", (5, 5, 4, 3)), ("d_strides", (2, 2)),
     ("betas", (0.5,)), ("ema_decay", 1.0), ("d_steps", 0), ("lr_d", 0.0), ("clip_frames", 4),
-    ("feature_matching", -1.0), ("z_dim", 0),
+    ("feature_matching", -1.0), ("z_dim", 0), ("d_minibatch_std", -1), ("d_groups", (1, 4, 8, 2)),
 ])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -271,3 +275,17 @@ def test_recipe_checks_geometry_against_the_dataset_spec():
         CMelGANRecipe(PRESETS["tiny"], SpecParams(n_mels=8), GENRES)       # 16x upsampling > 8 mels
     with pytest.raises(ConfigError, match="genre"):
         CMelGANRecipe(PRESETS["tiny"], SPEC_PRESETS["default"], [])
+
+
+def test_minibatch_std_never_mixes_real_and_fake_blocks():
+    h = torch.randn(8, 3, 2, 2)
+    h[:4] = h[0]                                   # block 1: four identical samples (a collapsed generator)
+    out = minibatch_std(h, 4)
+    assert out.shape == (8, 4, 2, 2)
+    assert out[:4, 3].abs().max() < 1e-3 and out[4:, 3].min() > 0.1
+    r = mini()
+    calls = []
+    r.modules["discriminator"].register_forward_hook(lambda m, a, kw, o: calls.append(kw.get("segment")), with_kwargs=True)
+    mel, genre = batch(r)
+    r.train_step(mel, genre, ctx())
+    assert calls == [len(genre), len(genre)], "the recipe tells D where its blocks start"

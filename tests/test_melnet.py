@@ -15,6 +15,15 @@ from nmusic.recipe import StepContext
 GENRES = ["classical", "edm", "lofi"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster, and much faster on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --- causality ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("rnn,central,conditional", [("lstm", True, False), ("gru", True, True), ("lstm", False, True)])
 def test_perturbing_an_element_never_changes_earlier_predictions(rnn, central, conditional):
@@ -137,7 +146,7 @@ def test_train_step_learns_and_eval_reports_per_tier_nll():
 
 def test_train_tiers_trains_only_the_chosen_tiers():
     recipe = MelNetRecipe(small_config(train_tiers=[2]), SPEC, GENRES)
-    assert list(recipe.optimizers) == ["tier2"]
+    assert list(recipe.optimizers) == ["tier1", "tier2", "tier3"][:recipe.n_tiers]  # all kept for later sessions
     before = {n: [p.clone() for p in m.parameters()] for n, m in recipe.modules.items()}
     out = recipe.train_step(torch.rand(2, 8, 8) * 2 - 1, torch.tensor([0, 1]), ctx())
     assert set(out) == {"nll", "nll_tier2"}
@@ -182,3 +191,49 @@ def test_presets_are_complete_configs():
         assert dataclasses.is_dataclass(cfg) and cfg.spec in ("default", "melnet-paper")
     assert PRESETS["paper-small"].clip_frames == spec_preset("melnet-paper").frames(8 * 22050)
     assert PRESETS["paper-large"].clip_frames == spec_preset("melnet-paper").frames(3 * 22050)
+
+
+def test_non_finite_loss_is_returned_not_stepped():
+    recipe = MelNetRecipe(small_config(), SPEC, GENRES)
+    before = [p.clone() for p in recipe.modules["tier1"].parameters()]
+    mel = torch.rand(2, 8, 8) * 2 - 1
+    mel[0, 0, 0] = float("nan")
+    out = recipe.train_step(mel, torch.tensor([0, 1]), ctx())
+    assert not math.isfinite(out["nll"])
+    assert all(torch.equal(a, b) for a, b in zip(before, recipe.modules["tier1"].parameters()))
+
+
+def test_tier_by_tier_training_in_one_run_dir(tmp_path):
+    """train_tiers may change between sessions of a run; the model's shape may not."""
+    from nmusic.dataset import AudioCache
+    from nmusic.errors import CheckpointError
+    from nmusic.trainer import TrainConfig, Trainer
+
+    g = torch.Generator().manual_seed(0)
+    cache = AudioCache.from_waves([torch.rand(20000, generator=g) - 0.5 for _ in range(4)], [0, 0, 1, 1], GENRES[:2],
+                                  [f"f{i}.wav" for i in range(4)], SPEC.sample_rate)
+    cfg = TrainConfig(steps=2, ckpt_every=1, val_every=0, sample_every=0, progress=False, device="cpu")
+
+    def run(steps, **kw):
+        recipe = MelNetRecipe(small_config(**kw), SPEC, GENRES[:2])
+        t = Trainer(recipe, cache, tmp_path, TrainConfig(**{**cfg.__dict__, "steps": steps}), [0, 2], [1, 3], "test")
+        t.fit()
+        return t, recipe
+
+    t, _ = run(2, train_tiers=[1])
+    assert t.history[-1].get("nll_tier1") is not None
+    t, recipe = run(4, train_tiers=[2])
+    assert t.step == 4 and "nll_tier2" in t.history[-1] and "nll_tier1" not in t.history[-1]
+    with pytest.raises(CheckpointError, match="dim"):
+        run(5, dim=12)
+
+
+def test_gaussian_baseline_nll_matches_closed_form():
+    from nmusic.models.melnet import gaussian_baseline_nll
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(64, 3, 50, generator=g) * 0.2 + torch.tensor([-0.5, 0.0, 0.5])[None, :, None]
+    held = torch.randn(16, 3, 50, generator=g) * 0.2 + torch.tensor([-0.5, 0.0, 0.5])[None, :, None]
+    expected = 0.5 * math.log(2 * math.pi * 0.2 ** 2) + 0.5  # entropy of N(., 0.2)
+    assert abs(gaussian_baseline_nll(train, held) - expected) < 0.05
+    assert gaussian_baseline_nll(train, held + 1.0) > expected + 5

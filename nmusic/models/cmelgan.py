@@ -10,7 +10,7 @@ What the paper specifies, and we keep
     residual stacks, the 1-D fine-tuning stack with increasing kernels (the seed never called it; we
     do, ``use_finetune`` switches it off), weight norm on every generator convolution, a grouped-conv
     discriminator with a linear output, the genre given to the discriminator as an extra input
-    channel, matching-aware training (real spectrograms paired with a wrong genre are "fake", Reed et
+    channel (``conditioning="concat"`` or ``"both"``), matching-aware training (real spectrograms paired with a wrong genre are "fake", Reed et
     al. 2016), batch 8 and 2 discriminator steps per generator step. The original objective is
     reachable as the ``paper-*-original`` presets: ``loss="bce"`` (sigmoid + binary cross-entropy,
     computed on logits for numerical safety), ``conditioning="concat"``, no spectral norm.
@@ -32,6 +32,10 @@ quickly approach 0 loss or the discriminator would")
       negative pairs keep equal weight.
     - Two time-scale update rule (Heusel et al. 2017): ``lr_d > lr_g`` lets the discriminator track the
       generator without extra steps; the paper presets still do ``d_steps=2`` as the paper did.
+    - A minibatch-standard-deviation channel before the discriminator's last layer (Karras et al.
+      2018): the spread of features across a group of 4 samples of one block (real or fake, never
+      mixed). A generator that ignores its noise, the collapse seen in our first CPU runs (every
+      sample of a genre alike), produces zero spread and is spotted at once.
     - Feature matching (Salimans et al. 2016): the generator also matches the batch-mean of every
       discriminator feature map on fakes to that on reals (L1). Noise and real clips are unpaired, so
       MelGAN's paired L1 does not apply; batch statistics do. Weight ``feature_matching`` (0 = off).
@@ -72,7 +76,7 @@ from ..audio import SPEC_PRESETS, SpecParams
 from ..errors import ConfigError
 from ..recipe import Recipe, StepContext
 from .cmelgan_discriminator import Discriminator
-from .cmelgan_generator import Generator, start_size
+from .cmelgan_generator import Generator
 
 LOSSES = ("hinge", "bce", "lsgan")
 CONDITIONINGS = ("projection", "concat", "both")
@@ -87,7 +91,7 @@ class CMelGANConfig:
     # data
     spec: str = "default"                      # name in nmusic.audio.SPEC_PRESETS
     clip_frames: int = 128                     # frames per training clip (T)
-    batch_size: int = 16
+    batch_size: int = 8
     # generator
     z_dim: int = 32
     g_channels: tuple[int, ...] = (64, 32, 16, 8, 8)    # linear output, then one per upsampling layer
@@ -96,10 +100,11 @@ class CMelGANConfig:
     use_finetune: bool = True
     res_dilations: tuple[int, ...] = (1, 3, 9)
     # discriminator
-    d_channels: tuple[int, ...] = (16, 32, 64, 64)
+    d_channels: tuple[int, ...] = (32, 64, 128, 128)
     d_kernels: tuple[int, ...] = (5, 5, 5, 3)
     d_strides: tuple[int, ...] = (2, 2, 2, 2)
     d_groups: tuple[int, ...] = (1, 4, 8, 1)
+    d_minibatch_std: int = 4                   # group size of the minibatch-std channel (0 = off)
     spectral_norm: bool = True
     # objective
     loss: str = "hinge"                        # "hinge" | "bce" (the paper) | "lsgan"
@@ -181,6 +186,10 @@ def check_geometry(c: CMelGANConfig, n_mels: int) -> None:
         h, w = (h - 1) // s + 1, (w - 1) // s + 1
         c_in = ch
     _require(h >= 1 and w >= 1, "d_strides", "the discriminator downsamples below one pixel")
+    _require(isinstance(c.d_minibatch_std, int) and c.d_minibatch_std >= 0, "d_minibatch_std",
+             "must be an integer >= 0 (0 = off)")
+    _require(not c.d_minibatch_std or c.d_groups[-1] == 1, "d_groups",
+             "the last layer must have groups=1 when d_minibatch_std is on (it gets one extra input channel)")
     # objective and optimiser
     _require(c.loss in LOSSES, "loss", f"must be one of {LOSSES}, got {c.loss!r}")
     _require(c.conditioning in CONDITIONINGS, "conditioning", f"must be one of {CONDITIONINGS}, got {c.conditioning!r}")
@@ -208,11 +217,11 @@ _LARGE = dict(z_dim=128, g_channels=(256, 384, 192, 96, 48, 24), upsample_factor
               finetune_kernels=(3, 7, 15, 31), d_channels=(32, 64, 128, 256, 512, 1024),
               d_kernels=(7, 11, 11, 11, 11, 3), d_strides=(1, 2, 2, 2, 2, 2), d_groups=(1, 4, 4, 4, 16, 1))
 _ORIGINAL = dict(loss="bce", conditioning="concat", matching_aware=True, spectral_norm=False,
-                 feature_matching=0.0, ema_decay=0.0, lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.999))
+                 d_minibatch_std=0, feature_matching=0.0, ema_decay=0.0, lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.999))
 
 PRESETS: dict[str, CMelGANConfig] = {
     "tiny": CMelGANConfig(),
-    "tiny-original": CMelGANConfig(**_ORIGINAL),
+    "tiny-original": CMelGANConfig(**_ORIGINAL, d_steps=2),
     "paper-small": _paper(**_SMALL),
     "paper-large": _paper(**_LARGE),
     "paper-small-original": _paper(**_SMALL, **_ORIGINAL),
@@ -283,7 +292,7 @@ class CMelGANRecipe(Recipe):
         G = Generator(n_genres, F_, T, c.z_dim, c.g_channels, c.upsample_factors, c.finetune_kernels,
                       c.use_finetune, c.res_dilations, c.leaky)
         D = Discriminator(n_genres, F_, T, c.d_channels, c.d_kernels, c.d_strides, c.d_groups,
-                          c.conditioning, c.spectral_norm, c.leaky)
+                          c.conditioning, c.spectral_norm, c.leaky, c.d_minibatch_std)
         ema = copy.deepcopy(G).requires_grad_(False).eval()
         self.modules = {"generator": G, "discriminator": D, "generator_ema": ema}
         self.optimizers = {
@@ -348,7 +357,7 @@ class CMelGANRecipe(Recipe):
                 x.append(mel)
                 y.append(self.wrong_genres(genre))
             with ctx.autocast():
-                logits = D(torch.cat(x), torch.cat(y)).float()
+                logits = D(torch.cat(x), torch.cat(y), segment=B).float()
             parts = logits.split(B)
             terms = d_loss_terms(c.loss, *parts)
             ctx.backward(terms["d_loss"])
@@ -363,7 +372,8 @@ class CMelGANRecipe(Recipe):
         with ctx.autocast():
             fake = G(self.noise(B), genre)
             if c.feature_matching > 0:
-                logits, feats = D(torch.cat([fake, mel.to(fake.dtype)]), torch.cat([genre, genre]), features=True)
+                logits, feats = D(torch.cat([fake, mel.to(fake.dtype)]), torch.cat([genre, genre]), features=True,
+                                  segment=B)
                 logits = logits[:B]
                 fm = feature_matching_loss([f[:B] for f in feats], [f[B:] for f in feats])
             else:

@@ -6,6 +6,8 @@ Layout (``B`` batch, ``F`` mel bins, ``T`` frames)::
     [concat conditioning] embed_c(genre) (B, F*T) -> (B, 1, F, T), stacked as a 2nd input channel (paper)
     -> [Conv2d(kernel k_i, stride s_i, groups g_i) -> LeakyReLU] per layer       grouped convs allow the
        paper's large kernels at modest cost; stride 2 layers downsample
+       [minibatch std] before the last layer, one extra channel holding the feature spread across
+       a group of samples (Karras et al. 2018), so a generator that ignores its noise is easy to spot
     -> h = sum over (freq, time) of the last feature map (B, C)                  (SNGAN/BigGAN pooling)
     -> logit = Linear(h)                                                          (paper: linear output)
              + <embed_p(genre), h>                  [projection conditioning, Miyato & Koyama 2018]
@@ -20,18 +22,25 @@ otherwise weight norm on the convs, as in the paper and MelGAN.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 
 class Discriminator(nn.Module):
-    """``forward(x (B, F, T), genre (B,), features=False) -> logits (B,)`` (and feature maps)."""
+    """``forward(x (N, F, T), genre (N,), features=False, segment=N) -> logits (N,)`` (and feature maps).
+
+    ``segment``: the batch is a concatenation of blocks of this many samples (real, fake, ...); the
+    minibatch-std groups never straddle two blocks.
+    """
 
     def __init__(self, n_genres: int, n_mels: int, frames: int, channels, kernels, strides, groups,
-                 conditioning: str = "projection", use_spectral_norm: bool = True, leaky: float = 0.2):
+                 conditioning: str = "projection", use_spectral_norm: bool = True, leaky: float = 0.2,
+                 minibatch_std: int = 0):
         super().__init__()
-        self.n_mels, self.frames = n_mels, frames
+        self.n_mels, self.frames, self.minibatch_std = n_mels, frames, minibatch_std
         self.concat = conditioning in ("concat", "both")
         self.project = conditioning in ("projection", "both")
         norm = spectral_norm if use_spectral_norm else (lambda m: m)
@@ -41,7 +50,9 @@ class Discriminator(nn.Module):
             # One learned (F x T) plane per genre (the paper's "embedding reshaped to the spectrogram size").
             self.embed_concat = nn.Embedding(n_genres, n_mels * frames)
         layers, c_in = [], 2 if self.concat else 1
-        for c, k, s, g in zip(channels, kernels, strides, groups):
+        for i, (c, k, s, g) in enumerate(zip(channels, kernels, strides, groups)):
+            if minibatch_std and i == len(channels) - 1:
+                c_in += 1
             layers.append(nn.Sequential(
                 conv_norm(nn.Conv2d(c_in, c, kernel_size=k, stride=s, padding=k // 2, groups=g)),
                 nn.LeakyReLU(leaky),
@@ -52,13 +63,15 @@ class Discriminator(nn.Module):
         if self.project:
             self.embed_project = norm(nn.Embedding(n_genres, c_in))
 
-    def forward(self, x: torch.Tensor, genre: torch.Tensor, features: bool = False):
+    def forward(self, x: torch.Tensor, genre: torch.Tensor, features: bool = False, segment: int | None = None):
         h = x.unsqueeze(1)                                                   # (B, 1, F, T)
         if self.concat:
             plane = self.embed_concat(genre).view(-1, 1, self.n_mels, self.frames).to(h.dtype)
             h = torch.cat([h, plane], dim=1)                                 # (B, 2, F, T)
         feats = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if self.minibatch_std and i == len(self.layers) - 1:
+                h = minibatch_std(h, math.gcd(self.minibatch_std, segment or len(h)))
             h = layer(h)                                                     # (B, C_i, F_i, T_i)
             feats.append(h)
         h = h.sum(dim=(2, 3))                                                # (B, C)
@@ -66,3 +79,13 @@ class Discriminator(nn.Module):
         if self.project:
             logit = logit + (self.embed_project(genre) * h).sum(dim=1)
         return (logit, feats) if features else logit
+
+
+def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+    """``(N, C, H, W) -> (N, C + 1, H, W)``: append the mean standard deviation over each run of
+    ``group`` consecutive samples (``group`` divides ``N``), broadcast over space."""
+    N, C, H, W = h.shape
+    y = h.float().view(N // group, group, C, H, W)
+    y = (y.var(1, correction=0) + 1e-8).sqrt().mean(dim=(1, 2, 3))            # (N / group,)
+    y = y.repeat_interleave(group).view(N, 1, 1, 1).expand(N, 1, H, W)
+    return torch.cat([h, y.to(h.dtype)], dim=1)

@@ -1,0 +1,202 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Listen and compare: generate, blind-test, measure
+#
+# The paper's Table 1 (section 5) had parameters and training speed, a mean opinion score only for
+# its Griffin-Lim rows, and the remark that the models' output was "indistinguishable from random
+# noise". This notebook puts numbers and ears on our models:
+#
+# 1. **listen**: each model's sample of a genre next to a real clip of that genre and the real
+#    clip's Griffin-Lim reconstruction (the best a spectrogram model can sound with this inversion);
+# 2. **blind test**: rate shuffled, unlabeled clips from 1 to 5; the mean opinion score per source
+#    with 95% confidence intervals fills the MOS column;
+# 3. **metrics**: genre accuracy judged by a classifier trained on real clips only, Fréchet distance
+#    of its features with the real-vs-real floor, inception score, and originality — which training
+#    file each generated clip resembles most (the question of section 7) — plus Table 1's own columns.
+#
+# The same metrics come from the command line: `nmusic evaluate RUN_DIR [RUN_DIR ...] --out DIR`.
+
+# %%
+import os
+import sys
+
+if "google.colab" in sys.modules and not os.path.exists("nmusic"):  # Colab: get the code first
+    os.system("git clone -q https://github.com/nmusic-dev/nmusic /content/nmusic")
+    os.chdir("/content/nmusic")
+    sys.path.insert(0, os.getcwd())
+elif os.path.basename(os.getcwd()) == "notebooks":
+    sys.path.insert(0, os.path.dirname(os.getcwd()))
+
+from nmusic.notebook import setup  # noqa: E402
+
+PROFILE, WORK = setup()
+print(PROFILE.name, "profile")
+
+# %% [markdown]
+# ## Which runs?
+# List the run folders to compare (e.g. on mounted Drive), or leave `RUN_DIRS` empty to take every
+# trained run under the work folder's `runs/` (notebooks 02 and 03 train there). `CACHE` is the
+# audio cache they were trained on; left empty, it is found next to the runs (`nmusic demo`
+# layout) or notebook 01's cache is used. In the test profile, a tiny cMelGAN is trained for a few
+# seconds when there is no run yet.
+
+# %%
+RUN_DIRS = []  # e.g. ["/content/drive/MyDrive/nmusic/runs/cmelgan-paper-small", ".../melnet-paper-small"]
+CACHE = None   # e.g. "/content/nmusic_work/cache.pt"
+
+# %%
+from pathlib import Path  # noqa: E402
+
+from nmusic.errors import ConfigError, NmusicError  # noqa: E402
+from nmusic.evaluate import find_cache, find_runs  # noqa: E402
+from nmusic.notebook import ensure_cache  # noqa: E402
+
+RUN_DIRS = [Path(r) for r in RUN_DIRS] or find_runs(WORK / "runs")
+if not RUN_DIRS and PROFILE.name == "test":
+    from nmusic.audio import spec_preset
+    from nmusic.models.cmelgan import PRESETS
+    from nmusic.train_run import train_model
+
+    cfg = PRESETS["tiny"]
+    train_model("cmelgan", "tiny", cfg, ensure_cache(WORK, PROFILE, spec_preset(cfg.spec).sample_rate),
+                WORK / "runs" / "cmelgan-tiny", time_budget_s=PROFILE.train_seconds, progress=False,
+                train_overrides=dict(val_every=0, sample_every=0))
+    RUN_DIRS = find_runs(WORK / "runs")
+if not RUN_DIRS:
+    raise NmusicError(f"no trained runs under {WORK / 'runs'}: train one (notebook 03, `nmusic train`) or set RUN_DIRS")
+
+from nmusic.trainer import load_run  # noqa: E402
+
+SAMPLE_RATE = load_run(RUN_DIRS[0])[0].spec.sample_rate
+if CACHE is None:
+    try:
+        CACHE = find_cache(RUN_DIRS[0])
+    except ConfigError:
+        CACHE = ensure_cache(WORK, PROFILE, SAMPLE_RATE)
+RATINGS_CSV = RUN_DIRS[0].parent / "listening_test.csv"
+print("runs:", [r.name for r in RUN_DIRS])
+print("real audio:", Path(CACHE).name)
+
+# %% [markdown]
+# ## Generate and compare
+# Pick a genre, the models, a seed and a temperature (scales the noise of cMelGAN, sharpens or
+# flattens MelNet's mixtures), then press **Generate**: each model's clip, a real held-out clip of
+# that genre, and the real clip after mel → Griffin-Lim, each with its spectrogram and a player.
+
+# %%
+import torch  # noqa: E402
+
+from nmusic.dataset import AudioCache  # noqa: E402
+from nmusic.widgets import GeneratePanel  # noqa: E402
+
+cache = AudioCache.load(CACHE, sample_rate=SAMPLE_RATE)
+panel = GeneratePanel(RUN_DIRS, cache, device="cuda" if torch.cuda.is_available() else "cpu")
+panel.generate()  # one draw right away; change the controls and press Generate for more
+panel
+
+# %%
+print({title: tuple(r["mel"].shape) for title, r in panel.last.items()})
+
+# %% [markdown]
+# ## Blind listening test
+# Clips from every source — real audio, its Griffin-Lim reconstruction, each model — for every
+# genre, shuffled and named `clip-01`, `clip-02`, ... with the same loudness, so neither name nor
+# level gives the source away. Rate each on the ITU-T P.800 scale (1 bad … 5 excellent) and press
+# **Save rating, next clip**: every rating goes to `listening_test.csv` next to the runs at once, so
+# a disconnect loses nothing, and coming back with the same listener name resumes. Ask a few people:
+# the confidence intervals shrink with the number of ratings.
+
+# %%
+from nmusic.mos import make_blind_test  # noqa: E402
+from nmusic.widgets import BlindTestPanel, listening_clips  # noqa: E402
+
+test = make_blind_test(listening_clips(panel, per_genre=PROFILE.n_generate), seed=0)
+listener = BlindTestPanel(test, RATINGS_CSV, rater="listener-1")
+print(f"{len(test)} clips; test id {test.test_id}")
+listener
+
+# %% [markdown]
+# In the test profile nobody listens, so a scripted listener rates every clip through the panel's
+# own controls (set the rating, click the button) to exercise the whole path; its ratings say
+# nothing about the audio.
+
+# %%
+if PROFILE.name == "test":
+    scripted = BlindTestPanel(test, RATINGS_CSV, rater="scripted-test-listener")
+    for k, clip in enumerate(scripted.pending()):
+        scripted.rating.value = 1 + k % 5
+        scripted.button.click()
+    assert scripted.current is None
+
+# %% [markdown]
+# ### Mean opinion score
+# Run this cell again once the ratings are in. The interval is mean ± t(0.975, n−1)·s/√n (Student's
+# t; see `nmusic.mos`).
+
+# %%
+from IPython.display import Markdown, display  # noqa: E402
+
+from nmusic import plots  # noqa: E402
+from nmusic.mos import load_ratings, summarise, summary_markdown  # noqa: E402
+
+ratings = [r for r in load_ratings(RATINGS_CSV) if r["test"] == test.test_id] if RATINGS_CSV.is_file() else []
+mos = summarise(ratings)
+display(Markdown(summary_markdown(mos) if mos else "no ratings yet"))
+if mos:
+    plots.mos_bars(mos, title="mean opinion score (95% CI)");
+
+# %% [markdown]
+# ## Metrics and Table 1
+# `evaluate_runs` trains the genre classifier on the real training clips once per spectrogram
+# setting (or reuses the one saved next to the cache), generates clips of every genre from each run
+# and writes `metrics.json`, `metrics.md` and figures to `WORK/eval`. Read the Fréchet distance
+# against its floor (real training vs real held-out clips, as many as generated) and the copies
+# flagged against the ~5% expected by chance.
+
+# %%
+from nmusic.evaluate import evaluate_runs, table1_markdown  # noqa: E402
+
+metrics = evaluate_runs(RUN_DIRS, WORK / "eval", cache_path=CACHE, device=str(panel.device),
+                        n_per_genre=4 * PROFILE.n_generate, classifier_steps=PROFILE.classifier_steps,
+                        ratings=RATINGS_CSV, test_id=test.test_id, progress=False)
+display(Markdown(table1_markdown(metrics)))
+
+# %%
+for r in metrics["runs"]:
+    plots.confusion(r["accuracy_generated"]["confusion"], cache.genres, f"{r['name']}: generated (rows: asked for)")
+    plots.nearest_distances(r["originality"]["heldout_distance"], [c["distance"] for c in r["originality"]["clips"]],
+                            r["originality"]["threshold"], f"{r['name']}: distance to the nearest training clip")
+plots.fd_bars([r["name"] for r in metrics["runs"]], [r["fd"] for r in metrics["runs"]],
+              [r["fd_floor"] for r in metrics["runs"]], "Fréchet distance (lower is better)");
+
+# %% [markdown]
+# ### Whom does each generated clip resemble?
+# The nearest training clip of every generated clip (cosine distance of classifier features), and
+# whether it is suspiciously near: nearer than 95% of real held-out clips come to the training set.
+
+# %%
+for r in metrics["runs"]:
+    o = r["originality"]
+    print(f"{r['name']}: {o['flagged']} of {r['n_generated']} flagged (threshold {o['threshold']:.4f}); "
+          f"nearest neighbours from {o['distinct_nearest_files']} training file(s)")
+    for c in o["clips"][:: max(1, len(o["clips"]) // 6)]:
+        print(f"  asked {c['genre']:<10} -> {c['nearest_path']} at {c['nearest_offset_s']:.1f} s, "
+              f"distance {c['distance']:.4f}{'  COPY?' if c['flagged'] else ''}")

@@ -1,0 +1,81 @@
+"""Fréchet distance, inception score, nearest neighbours and the copy flag, against closed forms."""
+import math
+
+import pytest
+import torch
+
+from nmusic import metrics as M
+from nmusic.errors import ConfigError
+
+
+def gaussian(n, d, seed):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_frechet_distance_closed_forms():
+    a = gaussian(300, 8, 0)
+    assert M.frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    shift = torch.arange(8, dtype=torch.float64) / 4
+    # Same covariance: only the means differ.
+    assert M.frechet_distance(a, a + shift) == pytest.approx(float(shift.square().sum()), rel=1e-9)
+    # b = 2a: C_b = 4 C_a, so tr(C_a + 4 C_a - 2 * 2 C_a) = tr(C_a), plus ||mu_a||^2.
+    expected = float(torch.cov(a.T).trace() + a.mean(0).square().sum())
+    assert M.frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-7)
+    b = gaussian(200, 8, 1) * 1.5 + 0.3
+    assert M.frechet_distance(a, b) == pytest.approx(M.frechet_distance(b, a), rel=1e-7)
+    assert M.frechet_distance(a, b) > M.frechet_distance(a, gaussian(200, 8, 2))
+
+
+def test_frechet_distance_with_fewer_clips_than_features_and_bad_input():
+    a, b = gaussian(5, 16, 0), gaussian(5, 16, 1)
+    assert M.frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    assert math.isfinite(M.frechet_distance(a, b)) and M.frechet_distance(a, b) > 0
+    with pytest.raises(ConfigError, match="N >= 2"):
+        M.frechet_distance(a[:1], b)
+    with pytest.raises(ConfigError, match="feature sizes differ"):
+        M.frechet_distance(a, b[:, :3])
+    with pytest.raises(ConfigError, match="NaN"):
+        M.frechet_distance(a, b.clone().fill_(float("nan")))
+
+
+def test_inception_score_bounds():
+    k = 4
+    confident = torch.eye(k).repeat(5, 1)  # every clip sure of one genre, genres balanced
+    assert M.inception_score(confident) == pytest.approx(k, rel=1e-6)
+    assert M.inception_score(torch.full((20, k), 1 / k)) == pytest.approx(1.0)  # no genre recognisable
+    assert M.inception_score(torch.eye(k)[[0] * 20]) == pytest.approx(1.0)  # one genre only
+    mixed = M.inception_score(M.softmax(gaussian(50, k, 3) * 2))
+    assert 1.0 < mixed < k
+
+
+def test_cosine_nearest_and_originality_flags_copies():
+    train = gaussian(60, 16, 0).abs()  # post-ReLU-like features
+    heldout = gaussian(40, 16, 1).abs()
+    d, i = M.cosine_nearest(train[[7, 3]] * 2.5, train)  # scale does not matter to cosine
+    assert i.tolist() == [7, 3] and d.max() < 1e-9
+    fresh = gaussian(20, 16, 2).abs()
+    gen = torch.cat([train[:5], fresh])
+    o = M.originality(gen, train, heldout)
+    assert o["flagged"][:5].all(), "exact copies of training clips are flagged"
+    assert o["nearest"][:5].tolist() == list(range(5))
+    assert o["flagged"][5:].float().mean() < 0.3, "fresh draws from the same distribution are mostly not"
+    assert o["threshold"] == pytest.approx(float(torch.quantile(o["heldout_distance"], 0.05)))
+    assert o["expected_rate"] == 0.05 and 0.2 <= o["flag_rate"] < 0.45
+    with pytest.raises(ConfigError, match="percentile"):
+        M.originality(gen, train, heldout, percentile=0)
+
+
+def test_balanced_subset():
+    labels = torch.tensor([0] * 10 + [1] * 2 + [2] * 5)
+    idx = M.balanced_subset(labels, 6, seed=0)
+    assert torch.bincount(labels[idx], minlength=3).tolist() == [2, 2, 2]
+    idx = M.balanced_subset(labels, 11, seed=0)
+    assert torch.bincount(labels[idx], minlength=3).tolist() == [5, 2, 4]
+    assert idx.tolist() == sorted(set(idx.tolist()))
+    assert M.balanced_subset(labels, 6, seed=0).tolist() == M.balanced_subset(labels, 6, seed=0).tolist()
+    assert len(M.balanced_subset(labels, 100)) == len(labels)
+
+
+def test_fmt_seconds():
+    assert M.fmt_seconds(42) == "42 s" and M.fmt_seconds(600) == "10.0 min" and M.fmt_seconds(3000) == "50.0 min"
+    assert M.fmt_seconds(1.3 * 3600) == "1.3 h" and M.fmt_seconds(None) == "-"
