@@ -225,12 +225,10 @@ class Context:
         """``(train, heldout)`` real clips of ``frames`` frames, embedded by the classifier (cached)."""
         if frames not in self._real:
             n = self.spec.samples(frames)
-            train = embed_real(self.clf, self.fe, self.cache,
-                               tile_chunks(self.cache, self.train_files, n, max_clips=MAX_TRAIN_CLIPS, seed=self.seed),
-                               n)
-            held = embed_real(self.clf, self.fe, self.cache,
-                              tile_chunks(self.cache, self.val_files, n, max_clips=MAX_HELDOUT_CLIPS, seed=self.seed), n)
-            self._real[frames] = (train, held)
+            train = tile_chunks(self.cache, self.train_files, n, max_clips=MAX_TRAIN_CLIPS, seed=self.seed)
+            held = tile_chunks(self.cache, self.val_files, n, max_clips=MAX_HELDOUT_CLIPS, seed=self.seed)
+            self._real[frames] = (embed_real(self.clf, self.fe, self.cache, train, n),
+                                  embed_real(self.clf, self.fe, self.cache, held, n))
         return self._real[frames]
 
     def hours(self, files) -> float:
@@ -262,7 +260,8 @@ def training_speed(ckpt: dict, spec: SpecParams) -> dict:
             "samples_seen": samples, "train_khz": khz}
 
 
-def sample_generated(recipe, n_per_genre: int, seed: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_generated(recipe, n_per_genre: int, seed: int, temperature: float = 1.0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_per_genre`` mels per genre ``(G*n, n_mels, frames)`` and their genre ids, seeded per genre."""
     from .generate import sample_mels
 
@@ -411,23 +410,19 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
                               f"pass the cache it was trained on with --cache")
         ctx.classifier(out, classifier_steps, progress)
         result = evaluate_run(run_dir, ctx, recipe, ckpt, out, n_per_genre, seed, progress)
-        result["context"] = key
         warnings += result.pop("warnings")
         runs.append(result)
-        del recipe
+        del recipe  # free the model before loading the next one
     reference = [griffin_lim_row(ctx, out, seed) for ctx in contexts.values()]
-    for r in runs:
-        r.pop("context")
-    if len(runs) > 0:
+    if runs:
         plots.fd_bars([r["name"] for r in runs], [r["fd"] or 0.0 for r in runs], [r["fd_floor"] or 0.0 for r in runs],
                       "Fréchet distance of classifier features (lower is better)", path=out / "fd.png")
     ratings = Path(ratings) if ratings is not None else run_dirs[0].parent / LISTENING_CSV
     from .mos import mos_by_source
     mos = mos_by_source(ratings, test_id) if ratings.is_file() else {}
     result = {"format": "nmusic-metrics-1", "runs": runs, "reference": reference, "mos": mos,
-              "ratings_csv": str(ratings) if mos else None, "ratings_test": test_id, "n_per_genre": n_per_genre, "seed": seed,
-              "device": str(dev), "warnings": warnings,
-              "images": {"fd": "fd.png"}}
+              "ratings_csv": str(ratings) if mos else None, "ratings_test": test_id, "n_per_genre": n_per_genre,
+              "seed": seed, "device": str(dev), "warnings": warnings, "images": {"fd": "fd.png"}}
     result = _clean(result)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "metrics.md").write_text(render_markdown(result))
@@ -476,7 +471,8 @@ def table1_rows(metrics: dict) -> list[list[str]]:
         rows.append([f"{MODEL_NAMES.get(r['model'], r['model'])} ({r['preset']}) `{r['name']}`, step {r['step']}",
                      _params(r["params"]), _mos(mos.get(r["name"])),
                      "-" if r["train_khz"] is None else f"{r['train_khz']:.1f} kHz", M.fmt_seconds(r["epoch_seconds"]),
-                     f"{_pct(r['accuracy_generated']['accuracy'])} (real {_pct(r['accuracy_real_heldout']['accuracy'])})",
+                     f"{_pct(r['accuracy_generated']['accuracy'])} "
+                     f"(real {_pct(r['accuracy_real_heldout']['accuracy'])})",
                      f"{_num(r['fd'])} (floor {_num(r['fd_floor'])})",
                      f"{_num(r['inception_score'])} (real {_num(r['inception_score_real'])})",
                      f"{o['flagged']}/{r['n_generated']} (chance {o['expected_rate']:.0%})", "-"])
@@ -522,11 +518,13 @@ def render_markdown(metrics: dict) -> str:
         lines += [f"## Data and classifier ({g['spec']})", "",
                   f"- cache `{d['cache']}`: {d['train_files']} training files ({d['train_hours']:.2f} h), "
                   f"{d['val_files']} held-out files ({d['val_hours']:.2f} h); genres {', '.join(d['genres'])}",
-                  f"- genre classifier `{c['path']}` ({'reused' if c['reused'] else 'trained now'}, {c['steps']} steps, "
+                  f"- genre classifier `{c['path']}` ({'reused' if c['reused'] else 'trained now'}, "
+                  f"{c['steps']} steps, "
                   f"{c['clip_frames']}-frame clips): {_pct(g['accuracy_real_heldout']['accuracy'])} on "
                   f"{g['accuracy_real_heldout']['n']} real held-out clips",
                   f"- Griffin-Lim on {g['n_clips']} held-out clips of {g['clip_seconds']:.1f} s: spectral convergence "
-                  f"{g['spectral_convergence_db']:.1f} dB, log-spectral distance {g['log_spectral_distance_db']:.1f} dB, "
+                  f"{g['spectral_convergence_db']:.1f} dB, log-spectral distance "
+                  f"{g['log_spectral_distance_db']:.1f} dB, "
                   f"mel spectral convergence {g['mel_spectral_convergence_db']:.1f} dB", "",
                   f"![real held-out confusion]({g['images']['confusion_real']})", ""]
     for r in metrics["runs"]:
@@ -546,7 +544,8 @@ def render_markdown(metrics: dict) -> str:
             lines.append(f"| {gname} | " + " | ".join(str(v) for v in row) + " |")
         lines += ["", f"![confusion]({r['images']['confusion']}) ![nearest]({r['images']['nearest']})", "",
                   f"**Originality** (section 7: whom does a generated piece resemble?): copy threshold "
-                  f"{o['threshold']:.4f} (the {o['percentile']:g}th percentile of {o['n_heldout_clips']} held-out clips' "
+                  f"{o['threshold']:.4f} (the {o['percentile']:g}th percentile of {o['n_heldout_clips']} "
+                  f"held-out clips' "
                   f"distances to {o['n_train_clips']} training clips); {o['flagged']} of {r['n_generated']} clips "
                   f"flagged; nearest neighbours come from {o['distinct_nearest_files']} distinct training files.", "",
                   "| clip | asked for | classified as | nearest training file | at (s) | cosine distance | copy? |",

@@ -142,9 +142,11 @@ def softmax(logits) -> torch.Tensor:
 
 
 def fmt_seconds(s: float | None) -> str:
-    """Seconds as ``"42 s"``, ``"3.5 min"`` or ``"1.3 h"`` (Table 1's epoch-length column)."""
+    """Seconds as ``"0.5 s"``, ``"42 s"``, ``"3.5 min"`` or ``"1.3 h"`` (Table 1's epoch-length column)."""
     if s is None or not math.isfinite(s):
         return "-"
+    if s < 10:
+        return f"{s:.1f} s"
     if s < 90:
         return f"{s:.0f} s"
     if s < 3600:

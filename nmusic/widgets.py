@@ -177,7 +177,8 @@ def listening_clips(panel: GeneratePanel, per_genre: int = 2, seed: int = 1000, 
     for genre in panel.cache.genres:
         for k in range(per_genre):
             for r in panel.compare(genre, seed + k, temperature).values():
-                clips.append({"source": r["source"], "genre": genre, "wave": r["wave"], "sample_rate": r["sample_rate"]})
+                clips.append({"source": r["source"], "genre": genre, "wave": r["wave"],
+                              "sample_rate": r["sample_rate"]})
     return clips
 
 
@@ -187,8 +188,8 @@ def summary_html(summary: list[dict], by: str = "source") -> str:
         hw = s.get("half_width")
         return "-" if hw is None or hw != hw else f"{s['low']:.2f} - {s['high']:.2f}"
 
-    rows = "".join(f"<tr><td>{html.escape(str(s[by]))}</td><td>{s['n']}</td><td>{s['mean']:.2f}</td><td>{ci(s)}</td></tr>"
-                   for s in summary)
+    rows = "".join(f"<tr><td>{html.escape(str(s[by]))}</td><td>{s['n']}</td><td>{s['mean']:.2f}</td>"
+                   f"<td>{ci(s)}</td></tr>" for s in summary)
     return f"<table><tr><th>{by}</th><th>ratings</th><th>MOS (/5)</th><th>95% CI</th></tr>{rows}</table>"
 
 

@@ -77,5 +77,5 @@ def test_balanced_subset():
 
 
 def test_fmt_seconds():
-    assert M.fmt_seconds(42) == "42 s" and M.fmt_seconds(600) == "10.0 min" and M.fmt_seconds(3000) == "50.0 min"
+    assert M.fmt_seconds(0.46) == "0.5 s" and M.fmt_seconds(42) == "42 s" and M.fmt_seconds(600) == "10.0 min" and M.fmt_seconds(3000) == "50.0 min"
     assert M.fmt_seconds(1.3 * 3600) == "1.3 h" and M.fmt_seconds(None) == "-"

@@ -10,8 +10,9 @@ What the paper specifies, and we keep
     residual stacks, the 1-D fine-tuning stack with increasing kernels (the seed never called it; we
     do, ``use_finetune`` switches it off), weight norm on every generator convolution, a grouped-conv
     discriminator with a linear output, the genre given to the discriminator as an extra input
-    channel (``conditioning="concat"`` or ``"both"``), matching-aware training (real spectrograms paired with a wrong genre are "fake", Reed et
-    al. 2016), batch 8 and 2 discriminator steps per generator step. The original objective is
+    channel (``conditioning="concat"`` or ``"both"``), matching-aware training (real spectrograms
+    paired with a wrong genre are "fake", Reed et al. 2016), batch 8 and 2 discriminator steps per
+    generator step. The original objective is
     reachable as the ``paper-*-original`` presets: ``loss="bce"`` (sigmoid + binary cross-entropy,
     computed on logits for numerical safety), ``conditioning="concat"``, no spectral norm.
 
@@ -86,7 +87,8 @@ _TUPLE_FIELDS = ("g_channels", "upsample_factors", "finetune_kernels", "res_dila
 
 @dataclass
 class CMelGANConfig:
-    """Everything that defines a cMelGAN run's model and optimiser. See :data:`PRESETS`."""
+    """Everything that defines a cMelGAN run's model and optimiser. The defaults are the ``tiny``
+    preset (CPU, spec ``default``: 64 mels x 128 frames = 2 s at 16 kHz). See :data:`PRESETS`."""
 
     # data
     spec: str = "default"                      # name in nmusic.audio.SPEC_PRESETS
@@ -192,19 +194,23 @@ def check_geometry(c: CMelGANConfig, n_mels: int) -> None:
              "the last layer must have groups=1 when d_minibatch_std is on (it gets one extra input channel)")
     # objective and optimiser
     _require(c.loss in LOSSES, "loss", f"must be one of {LOSSES}, got {c.loss!r}")
-    _require(c.conditioning in CONDITIONINGS, "conditioning", f"must be one of {CONDITIONINGS}, got {c.conditioning!r}")
+    _require(c.conditioning in CONDITIONINGS, "conditioning",
+             f"must be one of {CONDITIONINGS}, got {c.conditioning!r}")
     _require(c.feature_matching >= 0, "feature_matching", "must be >= 0")
     _require(c.lr_g > 0, "lr_g", "must be > 0")
     _require(c.lr_d > 0, "lr_d", "must be > 0")
-    _require(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), "betas", f"needs two values in [0, 1), got {c.betas}")
+    _require(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), "betas",
+             f"needs two values in [0, 1), got {c.betas}")
     _require(isinstance(c.d_steps, int) and c.d_steps >= 1, "d_steps", "must be an integer >= 1")
     _require(0 <= c.ema_decay < 1, "ema_decay", "must be in [0, 1)")
     _require(0 <= c.leaky < 1, "leaky", "must be in [0, 1)")
 
 
 def _paper(**kw) -> CMelGANConfig:
+    # 256 mels x 256 frames (10 s at 22050 Hz, hop 862), batch 8, 2 D steps per G step (the paper);
+    # TTUR 1e-4 / 4e-4 as in SAGAN, the betas the tiny preset was tuned with.
     base = dict(spec="cmelgan-paper", clip_frames=256, batch_size=8, d_steps=2, lr_g=1e-4, lr_d=4e-4,
-                betas=(0.0, 0.9), ema_decay=0.999, feature_matching=1.0)
+                betas=(0.5, 0.9), ema_decay=0.999, feature_matching=1.0)
     return CMelGANConfig(**{**base, **kw})
 
 
@@ -219,6 +225,9 @@ _LARGE = dict(z_dim=128, g_channels=(256, 384, 192, 96, 48, 24), upsample_factor
 _ORIGINAL = dict(loss="bce", conditioning="concat", matching_aware=True, spectral_norm=False,
                  d_minibatch_std=0, feature_matching=0.0, ema_decay=0.0, lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.999))
 
+#: ``tiny``: CPU demo size; ``paper-small``/``paper-large``: Table 1 sizes with the stabilised
+#: objective; ``*-original``: the same networks trained with the paper's own objective (BCE, concat
+#: conditioning, matching-aware, no spectral norm / minibatch std / feature matching / EMA).
 PRESETS: dict[str, CMelGANConfig] = {
     "tiny": CMelGANConfig(),
     "tiny-original": CMelGANConfig(**_ORIGINAL, d_steps=2),
