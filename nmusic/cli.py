@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="metrics for trained runs: genre accuracy, FD, originality, Table 1")
     s.add_argument("run_dirs", nargs="+")
     s.add_argument("--out", required=True)
-    s.add_argument("--cache", default=None, help="real data cache (default: the one recorded in the run)")
+    s.add_argument("--cache", default=None, help="real data cache (default: the run's own, recorded in run.json, or DEMO/data/cache.pt)")
     s.add_argument("--n", type=int, default=16, help="generated clips per genre")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_evaluate)

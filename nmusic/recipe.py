@@ -150,8 +150,9 @@ class Recipe:
                 return getattr(module, "module", module) if isinstance(module, torch.nn.DataParallel) else module
 
     def n_params(self, names: list[str] | None = None) -> int:
+        """Trainable parameters (frozen copies such as an EMA generator are not counted)."""
         names = names or list(self.modules)
-        return sum(p.numel() for n in names for p in self.unwrap(self.modules[n]).parameters())
+        return sum(p.numel() for n in names for p in self.unwrap(self.modules[n]).parameters() if p.requires_grad)
 
     def extra_state(self) -> dict:
         """Anything beyond modules/optimisers to checkpoint (EMA weights live in modules)."""

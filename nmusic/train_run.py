@@ -36,7 +36,8 @@ def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | 
     tc = dict(steps=steps, time_budget_s=time_budget_s, device=device, amp=amp, compile=compile,
               num_workers=num_workers, seed=seed, progress=progress)
     tc.update(train_overrides or {})
-    trainer = Trainer(recipe, cache, run_dir, TrainConfig(**tc), train_files, val_files, preset, callbacks)
+    trainer = Trainer(recipe, cache, run_dir, TrainConfig(**tc), train_files, val_files, preset, callbacks,
+                      run_info={"cache": str(Path(cache_path).resolve()), "val_fraction": val_fraction})
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     seconds = time.perf_counter() - t0

@@ -213,13 +213,15 @@ class Trainer:
     """
 
     def __init__(self, recipe: Recipe, cache, run_dir, cfg: TrainConfig, train_files, val_files,
-                 model_preset: str, callbacks=(), *, clip_frames: int | None = None, batch_size: int | None = None):
+                 model_preset: str, callbacks=(), *, clip_frames: int | None = None, batch_size: int | None = None,
+                 run_info: dict | None = None):
         if not isinstance(cfg, TrainConfig):
             raise ConfigError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
         self.recipe, self.cache, self.cfg, self.model_preset = recipe, cache, cfg, model_preset
         self.run_dir = Path(run_dir)
         self.train_files, self.val_files = list(train_files), list(val_files)
         self.callbacks = list(callbacks)
+        self.extra_run_info = dict(run_info or {})  # e.g. where the data came from, for `nmusic evaluate`
         self.clip_frames = int(clip_frames or self._from_model_config("clip_frames"))
         self.batch_size = int(batch_size or self._from_model_config("batch_size"))
         if self.clip_frames < 2 or self.batch_size < 1:
@@ -401,7 +403,7 @@ class Trainer:
                 "clip_frames": self.clip_frames, "batch_size": self.batch_size, "world_size": self.world_size,
                 "n_params": self.recipe.n_params(), "train_files": len(self.train_files),
                 "val_files": len(self.val_files), "nmusic_version": __version__,
-                "torch_version": str(torch.__version__)}
+                "torch_version": str(torch.__version__), **self.extra_run_info}
 
     # --- the loop ----------------------------------------------------------------------------------
     def _loop(self, started: float) -> None:

@@ -56,25 +56,35 @@ def nll(params: MixtureParams, x: torch.Tensor) -> torch.Tensor:
     return -params.distribution().log_prob(x.to(params.mu.dtype))
 
 
+def draw_noise(shape: tuple, generator: torch.Generator | None = None, device=None, dtype=torch.float32):
+    """Random numbers for :func:`sample` on elements of ``shape``: ``u (*shape, 1)`` uniform, ``eps (*shape)`` normal.
+
+    Drawn from ``generator`` (on its own device) and moved to ``device``. Samplers draw them for a
+    whole frame at once (one call instead of two per element) and hand slices to :func:`sample`.
+    """
+    gdev = generator.device if generator is not None else device
+    u = torch.rand(tuple(shape) + (1,), generator=generator, device=gdev, dtype=dtype).to(device)
+    eps = torch.randn(tuple(shape), generator=generator, device=gdev, dtype=dtype).to(device)
+    return u, eps
+
+
 def sample(params: MixtureParams, temperature: float = 1.0, generator: torch.Generator | None = None,
-           clamp: tuple[float, float] | None = (-1.0, 1.0)) -> torch.Tensor:
+           clamp: tuple[float, float] | None = (-1.0, 1.0), noise: tuple | None = None) -> torch.Tensor:
     """Draw one value per element: ``(..., K) -> (...)``.
 
     ``temperature`` divides the mixture logits (sharper weights) and multiplies the scales;
     ``temperature == 0`` returns the mean of the most likely component. Random numbers come from
     ``generator`` (on any device; they are moved to the parameters' device), so sampling is
-    reproducible. Samples are clamped to the data range.
+    reproducible; ``noise = (u, eps)`` from :func:`draw_noise` gives them instead. Samples are clamped
+    to the data range.
     """
     mu, sigma, logits = params.mu, params.sigma, params.logits
     if temperature == 0:
         k = logits.argmax(-1, keepdim=True)
         out = mu.gather(-1, k).squeeze(-1)
     else:
-        gdev = generator.device if generator is not None else mu.device
-        shape = mu.shape[:-1]
-        u = torch.rand(shape + (1,), generator=generator, device=gdev, dtype=mu.dtype).to(mu.device)
-        eps = torch.randn(shape, generator=generator, device=gdev, dtype=mu.dtype).to(mu.device)
-        cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1)
+        u, eps = noise if noise is not None else draw_noise(mu.shape[:-1], generator, mu.device, mu.dtype)
+        cdf = torch.softmax(logits / temperature if temperature != 1 else logits, dim=-1).cumsum(-1)
         k = (cdf < u).sum(-1, keepdim=True).clamp_max(mu.shape[-1] - 1)   # inverse-CDF categorical draw
         out = mu.gather(-1, k).squeeze(-1) + temperature * sigma.gather(-1, k).squeeze(-1) * eps
     return out.clamp(*clamp) if clamp is not None else out

@@ -21,6 +21,7 @@ on ``T = 1``; :meth:`DelayedLayer.freq_step`, the same arithmetic through ``torc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -108,7 +109,7 @@ class DelayedLayer(nn.Module):
         if h_c is not None:
             u = u + h_c
         out, state = rnn_cell(self.freq_rnn, u, state)
-        return h_f + self.W_f(out), state
+        return h_f + F.linear(out, self.W_f.weight, self.W_f.bias), state
 
     # --- full (training) pass -------------------------------------------------------------------
     def forward(self, h_t: torch.Tensor, h_f: torch.Tensor, h_c: torch.Tensor | None = None):

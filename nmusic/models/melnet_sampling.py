@@ -53,11 +53,18 @@ def sample_tier(tier: Tier, n_frames: int, genre: torch.Tensor, context: torch.T
     ``prime (B|1, P, F)`` fixes the first ``P`` frames. With ``record=True`` also returns the
     mixture parameters used for every element, stacked ``(B, T, F, 3, K)`` (see
     :meth:`MixtureParams.stacked`), to compare against the full pass.
+
+    Per bin, only what depends on the previous bin is computed: the frequency-delayed stack's cell
+    step per layer, the head and the draw. Everything else is batched over the frame beforehand:
+    the input map and conditioning of every bin, the time-delayed (+ centralized) stack's
+    contribution per layer, and the frame's random numbers (:func:`melnet_gmm.draw_noise`).
     """
     x, z, n_prime = _start(tier, genre, n_frames, context, prime)
+    B, F_ = x.shape[0], tier.n_freq
     L = len(tier.layers)
     time_state, central_state = [None] * L, [None] * L
     prev = torch.zeros_like(x[:, :1])                     # x[-1] = 0, as in the full pass
+    w_in, head = tier.in_f.weight[:, 0], tier.head        # h^f[0] = x[i, j-1] * w_in + b_in (+ z)
     records = []
     for i in range(n_frames):
         z_i = _rows(z, i, 1)
@@ -77,42 +84,60 @@ def sample_tier(tier: Tier, n_frames: int, genre: torch.Tensor, context: torch.T
                 records.append(tier.mixture(tier.head(h_f)).stacked())
         else:                 # new frame: bin by bin, carrying the frequency-delayed stack's state
             freq_state = [None] * L
-            prev_bin = x.new_zeros(x.shape[0], 1)
-            z_f = None if z_i is None else z_i[:, 0]                  # (B, F | 1, D)
-            h_ts = [h[:, 0] for h in hts]                              # (B, F, D) per layer
-            h_cs = [None if h is None else h[:, 0] for h in hcs]       # (B, D) per layer
-            frame = []
-            for j in range(tier.n_freq):
-                h_f = tier.in_f(prev_bin)
-                if z_f is not None:
-                    h_f = h_f + z_f[:, j if z_f.shape[1] > 1 else 0]
+            # per layer, what the frequency-delayed stack adds to its input: h^t[l] (+ h^c[l]), (B, F, D)
+            adds = [h[:, 0] if c is None else h[:, 0] + c[:, 0, None] for h, c in zip(hts, hcs)]
+            bias = (tier.in_f.bias if z_i is None else tier.in_f.bias + z_i[:, 0]).expand(B, F_, -1)
+            u, eps = gmm.draw_noise((B, F_), generator, x.device, x.dtype) if temperature > 0 else (None, None)
+            prev_bin = x.new_zeros(B, 1)
+            frame, frame_records = [], []
+            for j in range(F_):
+                h_f = torch.addcmul(bias[:, j], prev_bin, w_in)
                 for l, layer in enumerate(tier.layers):
-                    h_f, freq_state[l] = layer.freq_step(h_f, h_ts[l][:, j], h_cs[l], freq_state[l])
-                params = tier.mixture(tier.head(h_f))    # (B, K)
-                value = gmm.sample(params, temperature, generator)
-                x[:, i, j] = value
-                prev_bin = value[:, None]
+                    h_f, freq_state[l] = layer.freq_step(h_f, adds[l][:, j], None, freq_state[l])
+                params = tier.mixture(F.linear(h_f, head.weight, head.bias))    # (B, K)
+                prev_bin = gmm.sample(params, temperature, noise=None if u is None else (u[:, j], eps[:, j]))[:, None]
+                frame.append(prev_bin)
                 if record:
-                    frame.append(params.stacked())
+                    frame_records.append(params.stacked())
+            x[:, i] = torch.cat(frame, dim=1)
             if record:
-                records.append(torch.stack(frame, dim=1)[:, None])
+                records.append(torch.stack(frame_records, dim=1)[:, None])
         prev = x[:, i:i + 1]
         if progress is not None:
             progress.update(1)
     return (x, torch.cat(records, dim=1)) if record else x
 
 
+NAIVE = ("element", "frame")
+
+
 @torch.no_grad()
 def sample_tier_naive(tier: Tier, n_frames: int, genre: torch.Tensor, context: torch.Tensor | None = None,
                       prime: torch.Tensor | None = None, temperature: float = 1.0,
-                      generator: torch.Generator | None = None, progress=None) -> torch.Tensor:
-    """Baseline without caching: one full forward over frames ``<= i`` per element ``(i, j)``."""
+                      generator: torch.Generator | None = None, progress=None, per: str = "element") -> torch.Tensor:
+    """Baselines without caching (benchmarks), ``per`` = ``"element"`` or ``"frame"``.
+
+    ``"element"``: one full forward over frames ``<= i`` per element ``(i, j)``; exact, and draws
+    the same samples as :func:`sample_tier` from the same generator. ``"frame"``: the seed's
+    sampler, one forward of the whole tier network (conditioning included) over frames ``<= i``
+    per frame, every bin of frame ``i`` drawn from that one pass (bins of the frame do not see
+    each other, so it is not the model's distribution; it is the speed yardstick).
+    """
+    if per not in NAIVE:
+        raise ValueError(f"per must be one of {NAIVE}, got {per!r}")
     x, z, n_prime = _start(tier, genre, n_frames, context, prime)
+    B, F_ = x.shape[0], tier.n_freq
     for i in range(n_prime, n_frames):
-        z_prefix = z if z is None or z.shape[1] == 1 else z[:, :i + 1]
-        for j in range(tier.n_freq):
-            theta = tier(x[:, :i + 1], genre, z=z_prefix)[:, i:i + 1, j:j + 1]
-            x[:, i, j] = gmm.sample(tier.mixture(theta), temperature, generator)[:, 0, 0]
+        noise = gmm.draw_noise((B, F_), generator, x.device, x.dtype) if temperature > 0 else None
+        if per == "frame":
+            theta = tier(x[:, :i + 1], genre, context)[:, i]
+            x[:, i] = gmm.sample(tier.mixture(theta), temperature, noise=noise)
+        else:
+            z_prefix = z if z is None or z.shape[1] == 1 else z[:, :i + 1]
+            for j in range(F_):
+                theta = tier(x[:, :i + 1], genre, z=z_prefix)[:, i, j]
+                x[:, i, j] = gmm.sample(tier.mixture(theta), temperature,
+                                        noise=None if noise is None else (noise[0][:, j], noise[1][:, j]))
         if progress is not None:
             progress.update(1)
     return x
@@ -121,11 +146,16 @@ def sample_tier_naive(tier: Tier, n_frames: int, genre: torch.Tensor, context: t
 @torch.no_grad()
 def sample(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, temperature: float = 1.0,
            generator: torch.Generator | None = None, prime: torch.Tensor | None = None,
-           naive: bool = False, progress: bool = False) -> torch.Tensor:
+           naive: bool | str = False, progress: bool = False) -> torch.Tensor:
     """All tiers, coarse to fine: ``(B,)`` genres -> ``(B, n_frames, n_mels)`` (time-major).
 
     ``prime (B|1, P, n_mels)`` (time-major) becomes the first ``P`` frames of the result.
+    ``naive``: ``False`` (cached sampling), ``True`` or ``"element"`` (re-run per element) or
+    ``"frame"`` (re-run per frame, the seed's sampler); see :func:`sample_tier_naive`.
     """
+    per = "element" if naive is True else naive or None
+    if per is not None and per not in NAIVE:
+        raise ValueError(f"naive must be False, True, 'element' or 'frame', got {naive!r}")
     G = len(tiers)
     shapes, axes = tier_shapes(n_frames, n_mels, G), split_axes(G)
     primes = split(prime, G)[0] if prime is not None else [None] * G
@@ -134,8 +164,8 @@ def sample(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, t
     bar = tqdm(total=sum(s[0] for s in shapes), desc="melnet sampling", unit="frame", disable=not progress)
     x = None
     for g, tier in enumerate(tiers):
-        if naive:
-            fine = sample_tier_naive(tier, shapes[g][0], genre, x, primes[g], temperature, generator, bar)
+        if per:
+            fine = sample_tier_naive(tier, shapes[g][0], genre, x, primes[g], temperature, generator, bar, per)
         else:
             fine = sample_tier(tier, shapes[g][0], genre, x, primes[g], temperature, generator, progress=bar)
         x = fine if g == 0 else interleave(x, fine, axes[g])
@@ -143,6 +173,7 @@ def sample(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, t
     return x
 
 
-def sample_naive(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, **kwargs) -> torch.Tensor:
-    """:func:`sample` with the naive per-element re-run of the network (benchmark baseline)."""
-    return sample(tiers, genre, n_frames, n_mels, naive=True, **kwargs)
+def sample_naive(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, per: str = "element",
+                 **kwargs) -> torch.Tensor:
+    """:func:`sample` with a naive re-run of the network per element or per frame (benchmark baselines)."""
+    return sample(tiers, genre, n_frames, n_mels, naive=per, **kwargs)
