@@ -407,63 +407,66 @@ def bench_data(sample_rate: int, geometries: list[dict], device: torch.device, f
 
 # --- the whole run -----------------------------------------------------------------------------------
 def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False, device: str = "auto",
-              models: list[str] | None = None, presets: list[str] | None = None, amp: str = "auto",
+              models: list[str] | None = None, presets: list[str] | None = None, amp: str | list[str] = "auto",
               compile: bool = False, steps: int | None = None, sample_seconds: float | None = None,
               sections: list[str] | None = None, threads: int | None = None, naive: bool = True,
               print_table: bool = True) -> dict:
-    """Run the benchmarks, print a table, write JSON to ``out``; returns the result dict.
+    """Run the benchmarks, print a table, write JSON to ``out`` (after every case); returns the results.
 
-    ``models``: "melnet", "cmelgan" (default both); ``presets`` (default tiny with ``quick``, else
-    paper-small and paper-large); ``amp``: "auto" (bf16 on a CUDA GPU that has it, else none), "none",
-    "bf16", "fp16"; ``sections``: any of "train", "sample", "data"; ``naive=False`` skips the per-frame
-    re-run baseline (minutes at paper sizes).
+    ``models``: "melnet", "cmelgan" (default both); ``presets``: default tiny with ``quick``, else
+    paper-small and paper-large; ``amp``: one or more of "auto" (bf16 on a CUDA GPU that has it,
+    else none), "none" (fp32), "bf16", "fp16": training is measured once per precision;
+    ``sections``: any of "train", "sample", "data"; ``naive=False`` skips the per-frame re-run
+    sampling baseline (minutes at paper sizes).
     """
     from .trainer import resolve_device
     mode = QUICK if quick else FULL
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    if amp == "auto":
-        amp = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
-    if amp not in AMP_DTYPES:
-        raise ConfigError(f"bench: amp must be auto, none, bf16 or fp16 (got {amp!r})")
-    if amp == "fp16" and dev.type != "cuda":
-        raise ConfigError("bench: amp='fp16' needs a CUDA GPU; use bf16 or none on a CPU")
+    amps = []
+    for a in [amp] if isinstance(amp, str) else list(amp):
+        if a == "auto":
+            a = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+        if a not in AMP_DTYPES:
+            raise ConfigError(f"bench: amp must be auto, none, bf16 or fp16 (got {a!r})")
+        if a == "fp16" and dev.type != "cuda":
+            raise ConfigError("bench: amp='fp16' needs a CUDA GPU; use bf16 or none on a CPU")
+        amps += [a] if a not in amps else []
     models = models or ["melnet", "cmelgan"]
     presets = presets or mode["presets"]
     sections = sections or ["train", "sample", "data"]
     unknown = set(sections) - {"train", "sample", "data"}
     if unknown:
         raise ConfigError(f"bench: unknown section(s) {sorted(unknown)}; choose from train, sample, data")
-    result = {"meta": _meta(dev, amp, quick), "train": [], "sample": [], "data": None}
+    cases = [(m, p) for m in models for p in presets]
+    _check_cases(cases)
+    result = {"meta": _meta(dev, amps, quick), "train": [], "sample": [], "data": None}
 
     def save():
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(result, indent=2, default=str))
 
-    cases = [(m, p) for m in models for p in presets]
-    _check_cases(cases)
     if "train" in sections:
         for m, p in cases:
-            result["train"].append(bench_train(m, p, dev, amp, compile, steps or mode["steps"], mode["warmup"]))
-            save()
+            for a in amps:
+                result["train"].append(bench_train(m, p, dev, a, compile, steps or mode["steps"], mode["warmup"]))
+                save()
     if "sample" in sections:
         for m, p in cases:
-            if m == "melnet":
-                first = p == presets[0] or p == "paper-small"
-                result["sample"].append(bench_sample_melnet(
-                    p, dev, sample_seconds or mode["sample_seconds"], naive_frame=naive and first,
-                    naive_element=quick and naive))
+            if m == "melnet":   # the per-frame baseline once: at paper-small, or the first preset
+                baseline = naive and (p == "paper-small" or "paper-small" not in presets and p == presets[0])
+                result["sample"].append(bench_sample_melnet(p, dev, sample_seconds or mode["sample_seconds"],
+                                                            naive_frame=baseline, naive_element=quick and naive))
             else:
-                result["sample"].append(bench_sample_cmelgan(p, dev, amp))
+                result["sample"].append(bench_sample_cmelgan(p, dev, amps[0]))
             save()
     if "data" in sections:
         result["data"] = _bench_data_for(cases, result["train"], dev, mode)
-        save()
+    save()
     if print_table:
         print(format_table(result))
-    save()
     return result
 
 
@@ -471,7 +474,9 @@ def _bench_data_for(cases, train_rows, dev, mode) -> dict:
     from .models import registry
     reg = registry()
     geos, rates = [], []
-    step_s = {(r["model"], r["preset"]): r["step_s"] for r in train_rows}
+    step_s = {}
+    for r in train_rows:          # the first precision measured
+        step_s.setdefault((r["model"], r["preset"]), r["step_s"])
     for m, p in cases:
         cfg = reg[m][0][p]
         spec = spec_preset(cfg.spec)
@@ -483,7 +488,7 @@ def _bench_data_for(cases, train_rows, dev, mode) -> dict:
                       mode["data_seconds"], batches=3 if mode is QUICK else 10)
 
 
-def _meta(dev: torch.device, amp: str, quick: bool) -> dict:
+def _meta(dev: torch.device, amp: list[str], quick: bool) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -504,15 +509,16 @@ def _f(x, fmt="{:.3g}") -> str:
 def format_table(result: dict) -> str:
     """The result dict as plain-text tables."""
     meta = result["meta"]
-    lines = [f"nmusic bench on {meta['device']} ({meta['device_name']}, {meta['threads']} threads, amp {meta['amp']})"]
+    lines = [f"nmusic bench on {meta['device']} ({meta['device_name']}, {meta['threads']} threads), "
+             f"torch {meta['torch']}"]
     if result["train"]:
         lines += ["", "training (kHz of audio per second; reference: the paper code on a 2-core CPU)",
-                  f"{'model':8} {'preset':22} {'batch':>5} {'clip s':>6} {'s/step':>8} {'kHz':>8} {'ref kHz':>8} "
+                  f"{'model':8} {'preset':21} {'amp':4} {'batch':>5} {'clip s':>6} {'s/step':>8} {'kHz':>8} {'ref kHz':>8} "
                   f"{'x ref':>6} {'goal':>5} {'peak MB':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'%peak':>6}"]
         for r in result["train"]:
             ref = r.get("reference") or {}
             lines.append(
-                f"{r['model']:8} {r['preset']:22} {r['batch']:>5} {r['clip_seconds']:>6.2f} {r['step_s']:>8.3f} "
+                f"{r['model']:8} {r['preset']:21} {r['amp']:4} {r['batch']:>5} {r['clip_seconds']:>6.2f} {r['step_s']:>8.3f} "
                 f"{r['khz']:>8.1f} {_f(ref.get('khz'), '{:.1f}'):>8} {_f(r.get('speedup_vs_reference'), '{:.2f}'):>6} "
                 f"{_f(ref.get('goal_speedup'), '{:g}'):>5} {r['peak_mem_mb']:>8.0f} {r['flops_per_step'] / 1e9:>10.1f} "
                 f"{r['flops_per_s'] / 1e9:>8.1f} {_f(r['peak_fraction'] and 100 * r['peak_fraction'], '{:.1f}'):>6}")

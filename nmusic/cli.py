@@ -111,7 +111,9 @@ def cmd_evaluate(a):
 
 def cmd_bench(a):
     from .bench import run_bench
-    run_bench(out=a.out, quick=a.quick, device=a.device, models=a.models)
+    run_bench(out=a.out, quick=a.quick, device=a.device, models=a.models, presets=a.presets, amp=a.amp,
+              compile=a.compile, steps=a.steps, sample_seconds=a.sample_seconds, sections=a.sections,
+              threads=a.threads, naive=a.naive)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,10 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("bench", help="training/sampling/data throughput in the paper's units (kHz)")
-    s.add_argument("--out", default="bench.json")
-    s.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    s.add_argument("--out", default="bench.json", help="JSON file for the results")
+    s.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny presets, tiny data)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--models", nargs="*", default=None)
+    s.add_argument("--models", nargs="*", default=None, help="melnet and/or cmelgan (default both)")
+    s.add_argument("--presets", nargs="*", default=None,
+                   help="default: paper-small paper-large (tiny with --quick)")
+    s.add_argument("--amp", nargs="+", default=["auto"], choices=["auto", "none", "bf16", "fp16"],
+                   help="training precision(s) to measure; auto: bf16 on a GPU that has it, else none (fp32)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the trained modules")
+    s.add_argument("--steps", type=int, default=None, help="timed training steps per preset (median reported)")
+    s.add_argument("--sample-seconds", type=float, default=None, help="audio length to sample (default 5)")
+    s.add_argument("--sections", nargs="*", default=None, choices=["train", "sample", "data"])
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    s.add_argument("--no-naive", dest="naive", action="store_false",
+                   help="skip the per-frame re-run sampling baseline (minutes at paper sizes)")
     s.set_defaults(fn=cmd_bench)
     return p
 

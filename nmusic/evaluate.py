@@ -240,12 +240,6 @@ def _say(progress: bool, message: str) -> None:
         tqdm.write(f"[nmusic evaluate] {message}", file=sys.stderr)
 
 
-def trainable_params(recipe) -> int:
-    """Parameters of the modules that train (cMelGAN's EMA copy of the generator is not counted twice)."""
-    names = [n for n, m in recipe.modules.items() if any(p.requires_grad for p in recipe.unwrap(m).parameters())]
-    return recipe.n_params(names or None)
-
-
 def training_speed(ckpt: dict, spec: SpecParams) -> dict:
     """Table 1's "training speed": kHz of audio consumed per second of training (from a checkpoint)."""
     steps, elapsed = int(ckpt.get("step", 0)), float(ckpt.get("elapsed_s") or 0.0)
@@ -313,7 +307,7 @@ def evaluate_run(run_dir: Path, ctx: Context, recipe, ckpt: dict, out_dir: Path,
     return {
         "name": name, "run_dir": str(run_dir), "model": ckpt.get("model"), "preset": ckpt.get("preset"),
         "step": int(ckpt.get("step", 0)), "spec": ctx.name, "cache": str(ctx.cache_path),
-        "params": trainable_params(recipe), "params_all_modules": recipe.n_params(),
+        "params": recipe.n_params(),
         "speed": speed, "train_khz": speed["train_khz"], "epoch_seconds": epoch_s,
         "clip_frames": frames, "clip_seconds": spec.seconds(frames), "n_generated": len(feats),
         "n_per_genre": n_per_genre, "seed": seed,

@@ -293,3 +293,23 @@ def test_minibatch_std_never_mixes_real_and_fake_blocks():
     mel, genre = batch(r)
     r.train_step(mel, genre, ctx())
     assert calls == [len(genre), len(genre)], "the recipe tells D where its blocks start"
+
+
+def test_generator_step_skips_discriminator_weight_gradients_only():
+    """The generator step freezes D's weights: same generator gradients, no D weight gradients."""
+    r = mini()
+    G, D = r.modules["generator"], r.modules["discriminator"].eval()   # eval: spectral norm stops iterating
+    z, genre = torch.randn(4, r.config.z_dim), torch.tensor([0, 1, 2, 0])
+    with r._frozen(D):
+        D(G(z, genre), genre).mean().backward()
+    frozen = [p.grad.clone() for p in G.parameters()]
+    assert all(p.grad is None for p in D.parameters()) and all(p.requires_grad for p in D.parameters())
+    G.zero_grad(set_to_none=True)
+    D(G(z, genre), genre).mean().backward()
+    for a, b in zip(frozen, (p.grad for p in G.parameters())):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(p.grad is not None for p in D.parameters())
+    D.zero_grad(set_to_none=True)
+    D.train()
+    r.train_step(*batch(r), ctx())                        # after a whole step: D's last grads were cleared
+    assert all(p.grad is None for p in D.parameters())

@@ -95,3 +95,35 @@ def test_gmm_sampling_temperature_and_statistics():
     assert (cold > 0).double().mean().item() > frac_hi + 0.05          # sharper weights
     assert cold[cold > 0].std().item() == pytest.approx(0.05, abs=0.005)  # narrower scales
     assert torch.equal(gmm.sample(params, 0.0), torch.full((n,), 0.5))
+
+
+def test_per_frame_baseline_reruns_the_tier_once_per_frame_on_the_prefix():
+    """The seed's sampler: one forward over frames <= i per frame, all bins of frame i from that pass."""
+    T, F = 4, 5
+    tier = make_tier(F, conditional=True)
+    genre, context = torch.tensor([2]), torch.rand(1, T, F, dtype=torch.float64)
+    lengths = []
+    tier.register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
+    x = sample_tier_naive(tier, T, genre, context, temperature=0.0, per="frame")
+    assert lengths == [1, 2, 3, 4]
+    with torch.no_grad():
+        for i in range(T):
+            prefix = x[:, :i + 1].clone()
+            prefix[:, i] = 0                     # frame i was still empty when it was drawn
+            expected = gmm.sample(tier.mixture(tier(prefix, genre, context)[:, i]), 0.0)
+            torch.testing.assert_close(x[:, i], expected, rtol=0, atol=0)
+    y = sample_tier_naive(tier, T, genre, context, generator=torch.Generator().manual_seed(1), per="frame")
+    assert y.shape == (1, T, F) and y.abs().max() <= 1 and not torch.equal(x, y)
+    with pytest.raises(ValueError, match="per"):
+        sample_tier_naive(tier, T, genre, context, per="bin")
+
+
+def test_multi_tier_per_frame_baseline():
+    n_frames, n_mels, G = 6, 6, 3
+    shapes = tier_shapes(n_frames, n_mels, G)
+    tiers = [make_tier(shapes[g][1], conditional=g > 0, seed=g) for g in range(G)]
+    out = sample_naive(tiers, torch.tensor([0, 1]), n_frames, n_mels, per="frame",
+                       generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, n_frames, n_mels) and out.abs().max() <= 1
+    with pytest.raises(ValueError, match="naive"):
+        sample(tiers, torch.tensor([0]), n_frames, n_mels, naive="bin")

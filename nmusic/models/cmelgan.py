@@ -65,6 +65,7 @@ Shapes: spectrograms ``(B, n_mels, clip_frames)`` normalised log-mel in [-1, 1];
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -336,6 +337,29 @@ class CMelGANRecipe(Recipe):
         n = len(self.genres)
         return (genre + torch.randint(1, n, genre.shape, device=genre.device)) % n
 
+    @contextlib.contextmanager
+    def _frozen(self, D):
+        """The generator step needs gradients through ``D``, not of its weights: skip computing them
+        (a third of ``D``'s backward). Under DDP every rank must produce the same gradients, so there
+        ``D`` is left alone (its weight gradients are cleared before the next discriminator step)."""
+        params = [] if isinstance(D, torch.nn.parallel.DistributedDataParallel) else \
+            [p for p in self.unwrap(D).parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    def to(self, device) -> "CMelGANRecipe":
+        """Move to ``device``; on a CUDA GPU also to channels-last memory (tensor-core convolutions)."""
+        super().to(device)
+        if torch.device(device).type == "cuda":
+            for m in self.modules.values():
+                m.to(memory_format=torch.channels_last)
+        return self
+
     @torch.no_grad()
     def update_ema(self) -> None:
         """``ema <- decay * ema + (1 - decay) * generator``, decay warmed up over the first updates."""
@@ -378,18 +402,19 @@ class CMelGANRecipe(Recipe):
                     logs["d_wrong"] = parts[2].mean().item()
 
         opt_g.zero_grad(set_to_none=True)
-        with ctx.autocast():
-            fake = G(self.noise(B), genre)
-            if c.feature_matching > 0:
-                logits, feats = D(torch.cat([fake, mel.to(fake.dtype)]), torch.cat([genre, genre]), features=True,
-                                  segment=B)
-                logits = logits[:B]
-                fm = feature_matching_loss([f[:B] for f in feats], [f[B:] for f in feats])
-            else:
-                logits, fm = D(fake, genre), None
-        g_adv = g_adv_loss(c.loss, logits.float())
-        g_loss = g_adv + c.feature_matching * fm if fm is not None else g_adv
-        ctx.backward(g_loss)
+        with self._frozen(D):
+            with ctx.autocast():
+                fake = G(self.noise(B), genre)
+                if c.feature_matching > 0:
+                    logits, feats = D(torch.cat([fake, mel.to(fake.dtype)]), torch.cat([genre, genre]),
+                                      features=True, segment=B)
+                    logits = logits[:B]
+                    fm = feature_matching_loss([f[:B] for f in feats], [f[B:] for f in feats])
+                else:
+                    logits, fm = D(fake, genre), None
+            g_adv = g_adv_loss(c.loss, logits.float())
+            g_loss = g_adv + c.feature_matching * fm if fm is not None else g_adv
+            ctx.backward(g_loss)
         ctx.step(opt_g, G.parameters())
         self.update_ema()
         logs.update(g_loss=g_loss.item(), g_adv=g_adv.item(), d_fake_g=logits.detach().float().mean().item())

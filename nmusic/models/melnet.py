@@ -165,14 +165,15 @@ class MelNetRecipe(Recipe):
     # --- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, genre: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
-               n_frames: int | None = None, prime: torch.Tensor | None = None, naive: bool = False,
+               n_frames: int | None = None, prime: torch.Tensor | None = None, naive: bool | str = False,
                progress: bool = False) -> torch.Tensor:
         """``(B,)`` genre ids -> ``(B, n_mels, n_frames)`` normalised log-mel (cached sampling).
 
         ``n_frames`` defaults to ``clip_frames`` (plus the prime's length when priming).
         ``temperature`` sharpens the mixture weights and scales the mixture scales (0 = most likely
         component's mean). ``prime (B|1, n_mels, P)`` is a real clip to continue: the result starts
-        with it. ``naive=True`` uses the slow baseline sampler.
+        with it. ``naive=True`` (or ``"element"``) uses the slow exact baseline that re-runs the
+        network per element, ``"frame"`` the seed's sampler that re-runs it per frame (benchmarks).
         """
         self._check_genre(genre)
         genre = genre.to(next(self.tiers()[0].parameters()).device)

@@ -85,6 +85,7 @@ def sample(params: MixtureParams, temperature: float = 1.0, generator: torch.Gen
     else:
         u, eps = noise if noise is not None else draw_noise(mu.shape[:-1], generator, mu.device, mu.dtype)
         cdf = torch.softmax(logits / temperature if temperature != 1 else logits, dim=-1).cumsum(-1)
-        k = (cdf < u).sum(-1, keepdim=True).clamp_max(mu.shape[-1] - 1)   # inverse-CDF categorical draw
-        out = mu.gather(-1, k).squeeze(-1) + temperature * sigma.gather(-1, k).squeeze(-1) * eps
+        k = torch.searchsorted(cdf, u.contiguous()).clamp_max_(mu.shape[-1] - 1)   # inverse CDF: #{cdf < u}
+        scaled = eps if temperature == 1 else temperature * eps
+        out = torch.addcmul(mu.gather(-1, k), sigma.gather(-1, k), scaled.unsqueeze(-1)).squeeze(-1)
     return out.clamp(*clamp) if clamp is not None else out

@@ -84,18 +84,21 @@ def sample_tier(tier: Tier, n_frames: int, genre: torch.Tensor, context: torch.T
                 records.append(tier.mixture(tier.head(h_f)).stacked())
         else:                 # new frame: bin by bin, carrying the frequency-delayed stack's state
             freq_state = [None] * L
-            # per layer, what the frequency-delayed stack adds to its input: h^t[l] (+ h^c[l]), (B, F, D)
-            adds = [h[:, 0] if c is None else h[:, 0] + c[:, 0, None] for h, c in zip(hts, hcs)]
-            bias = (tier.in_f.bias if z_i is None else tier.in_f.bias + z_i[:, 0]).expand(B, F_, -1)
-            u, eps = gmm.draw_noise((B, F_), generator, x.device, x.dtype) if temperature > 0 else (None, None)
+            # per layer, what the frequency-delayed stack adds to its input: h^t[l] (+ h^c[l]), F x (B, D)
+            adds = [(h[:, 0] if c is None else h[:, 0] + c[:, 0, None]).unbind(1) for h, c in zip(hts, hcs)]
+            bias = (tier.in_f.bias if z_i is None else tier.in_f.bias + z_i[:, 0]).expand(B, F_, -1).unbind(1)
+            noise = [None] * F_
+            if temperature > 0:
+                u, eps = gmm.draw_noise((B, F_), generator, x.device, x.dtype)
+                noise = list(zip(u.unbind(1), eps.unbind(1)))
             prev_bin = x.new_zeros(B, 1)
             frame, frame_records = [], []
             for j in range(F_):
-                h_f = torch.addcmul(bias[:, j], prev_bin, w_in)
+                h_f = torch.addcmul(bias[j], prev_bin, w_in)
                 for l, layer in enumerate(tier.layers):
-                    h_f, freq_state[l] = layer.freq_step(h_f, adds[l][:, j], None, freq_state[l])
+                    h_f, freq_state[l] = layer.freq_step(h_f, adds[l][j], None, freq_state[l])
                 params = tier.mixture(F.linear(h_f, head.weight, head.bias))    # (B, K)
-                prev_bin = gmm.sample(params, temperature, noise=None if u is None else (u[:, j], eps[:, j]))[:, None]
+                prev_bin = gmm.sample(params, temperature, noise=noise[j])[:, None]
                 frame.append(prev_bin)
                 if record:
                     frame_records.append(params.stacked())
