@@ -464,6 +464,7 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
             save()
     if "data" in sections:
         result["data"] = _bench_data_for(cases, result["train"], dev, mode)
+    result["meta"]["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     save()
     if print_table:
         print(format_table(result))
@@ -495,7 +496,8 @@ def _meta(dev: torch.device, amp: list[str], quick: bool) -> dict:
             cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1).strip()
     except (OSError, AttributeError):
         pass
-    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick, "device": str(dev),
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick, "device": str(dev), "load_avg_start": load,
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu,
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "amp": amp,
             "torch": torch.__version__, "python": platform.python_version()}
@@ -511,6 +513,10 @@ def format_table(result: dict) -> str:
     meta = result["meta"]
     lines = [f"nmusic bench on {meta['device']} ({meta['device_name']}, {meta['threads']} threads), "
              f"torch {meta['torch']}"]
+    load = meta.get("load_avg_start")
+    if meta["device"] == "cpu" and load and load[0] > 0.5 * (meta["cpu_count"] or 1):
+        lines.append(f"note: the machine was busy (load average {load[0]:.1f} on {meta['cpu_count']} cores): "
+                     "CPU figures are pessimistic; with other work on the cores, --threads 1 avoids stalls")
     if result["train"]:
         lines += ["", "training (kHz of audio per second; reference: the paper code on a 2-core CPU)",
                   f"{'model':8} {'preset':21} {'amp':4} {'batch':>5} {'clip s':>6} {'s/step':>8} {'kHz':>8} {'ref kHz':>8} "

@@ -398,6 +398,9 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
         key = (str(cpath.resolve()), json.dumps(spec.to_dict(), sort_keys=True), split_seed)
         if key not in contexts:
             contexts[key] = Context(cpath, spec, split_seed, dev)
+            same = sum(spec_name(c.spec) == spec_name(spec) for c in contexts.values())
+            if same > 1:  # another data cache with the same spectrogram: keep their sections apart
+                contexts[key].name += f"-data{same}"
         ctx = contexts[key]
         if list(recipe.genres) != list(ctx.cache.genres):
             raise ConfigError(f"{run_dir} was trained on genres {recipe.genres} but {cpath} holds {ctx.cache.genres}; "
