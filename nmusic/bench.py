@@ -70,9 +70,13 @@ PEAK_TFLOPS = [
     (r"P100", {"fp16": 18.7, "fp32": 9.3}),
 ]
 
-QUICK = {"presets": ["tiny"], "steps": 1, "warmup": 1, "sample_seconds": 0.1, "data_files": 1, "data_seconds": 3.0}
-FULL = {"presets": ["paper-small", "paper-large"], "steps": 3, "warmup": 1, "sample_seconds": 5.0,
-        "data_files": 4, "data_seconds": 30.0}
+QUICK = {"presets": {"melnet": ["tiny"], "cmelgan": ["tiny"]}, "steps": 1, "warmup": 1, "sample_seconds": 0.1,
+         "data_files": 1, "data_seconds": 3.0}
+#: Full run: the paper's configurations; cMelGAN also with the paper's own objective (``*-original``: BCE,
+#: concat conditioning, no spectral norm / feature matching), which is what the reference ran.
+FULL = {"presets": {"melnet": ["paper-small", "paper-large"],
+                    "cmelgan": ["paper-small", "paper-large", "paper-small-original", "paper-large-original"]},
+        "steps": 3, "warmup": 1, "sample_seconds": 5.0, "data_files": 4, "data_seconds": 30.0}
 
 
 # --- FLOPs -----------------------------------------------------------------------------------------
@@ -168,6 +172,35 @@ def peak_memory(device: torch.device):
         out.update(peak_mem_mb=round(mb, 1), peak_mem_kind=kind)
 
 
+class OtherLoad:
+    """How many cores other processes kept busy while a block ran (Linux ``/proc/stat``; else ``None``).
+
+    Benchmarks on a shared machine are only as good as this is small: record it with every figure.
+    """
+
+    def __enter__(self):
+        self.start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._snapshot()
+        self.cores = None
+        if self.start and end:
+            wall = end[2] - self.start[2]
+            self.cores = max(0.0, ((end[0] - self.start[0]) - (end[1] - self.start[1])) / max(wall, 1e-9))
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")   # all but idle, iowait
+        t = os.times()
+        return busy, t.user + t.system, time.perf_counter()
+
+
 def _timed(fn, device: torch.device) -> float:
     _sync(device)
     t0 = time.perf_counter()
@@ -245,7 +278,7 @@ def bench_train(model: str, preset: str, device: torch.device, amp: str = "none"
             if any(p.requires_grad for p in m.parameters()):
                 recipe.modules[name] = torch.compile(m)
     warm = [first] + [_timed(lambda i=i: step(i), device) for i in range(1, warmup)]
-    with peak_memory(device) as mem:
+    with peak_memory(device) as mem, OtherLoad() as others:
         times = [_timed(lambda i=i: step(i), device) for i in range(warmup, warmup + steps)]
     step_s = statistics.median(times)
     audio = cfg.batch_size * clip_samples
@@ -258,6 +291,7 @@ def bench_train(model: str, preset: str, device: torch.device, amp: str = "none"
         "n_mels": spec.n_mels, "step_s": step_s, "step_s_all": times, "warmup_s": warm,
         "khz": audio / step_s / 1000, "flops_per_step": flops, "flops_per_s": flops / step_s,
         "peak_tflops": peak, "peak_fraction": flops / step_s / (peak * 1e12) if peak else None, **mem,
+        "other_processes_cores": others.cores,
     }
     if ref is not None:
         out["reference"] = {"step_s": ref["step_s"], "khz": audio / ref["step_s"] / 1000, "goal_speedup": ref["goal"],
@@ -308,11 +342,11 @@ def bench_sample_melnet(preset: str, device: torch.device, seconds: float = 5.0,
            "batch": batch, "n_frames": n_frames, "audio_seconds": audio_s, "tier_shapes": shapes, "methods": {}}
     methods = ["cached"] + (["frame"] if naive_frame else []) + (["element"] if naive_element else [])
     for method in methods:
-        with peak_memory(device) as mem:
+        with peak_memory(device) as mem, OtherLoad() as others:
             per_tier = _melnet_pass(tiers, genre, n_frames, spec.n_mels, method, gen, device)
         total = sum(per_tier)
         out["methods"][method] = {"seconds": total, "per_tier_s": per_tier, "audio_s_per_s": audio_s / total,
-                                  "measured": True, **mem}
+                                  "measured": True, "other_processes_cores": others.cores, **mem}
     if "frame" in out["methods"] and "element" not in out["methods"]:
         # the per-element re-run runs F forwards over the very prefix the per-frame run runs once
         per_tier = [s * f for s, (_, f) in zip(out["methods"]["frame"]["per_tier_s"], shapes)]
@@ -337,13 +371,14 @@ def bench_sample_cmelgan(preset: str, device: torch.device, amp: str = "none", r
     ctx = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp != "none" else _nullcontext()
     with ctx:
         recipe.sample(genre, generator=gen)       # warm-up
-        with peak_memory(device) as mem:
+        with peak_memory(device) as mem, OtherLoad() as others:
             times = [_timed(lambda: recipe.sample(genre, generator=gen), device) for _ in range(repeats)]
     audio_s = cfg.batch_size * spec.seconds(cfg.clip_frames)
     s = statistics.median(times)
     return {"model": "cmelgan", "preset": preset, "device": str(device), "threads": torch.get_num_threads(),
             "amp": amp, "batch": cfg.batch_size, "audio_seconds": audio_s,
-            "methods": {"generator": {"seconds": s, "audio_s_per_s": audio_s / s, "measured": True, **mem}}}
+            "methods": {"generator": {"seconds": s, "audio_s_per_s": audio_s / s, "measured": True,
+                                      "other_processes_cores": others.cores, **mem}}}
 
 
 @contextmanager
@@ -434,13 +469,18 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
             raise ConfigError("bench: amp='fp16' needs a CUDA GPU; use bf16 or none on a CPU")
         amps += [a] if a not in amps else []
     models = models or ["melnet", "cmelgan"]
-    presets = presets or mode["presets"]
     sections = sections or ["train", "sample", "data"]
     unknown = set(sections) - {"train", "sample", "data"}
     if unknown:
         raise ConfigError(f"bench: unknown section(s) {sorted(unknown)}; choose from train, sample, data")
-    cases = [(m, p) for m in models for p in presets]
-    _check_cases(cases)
+    if presets:     # the given presets of every model that has them
+        from .models import registry
+        reg = registry()
+        cases = [(m, p) for m in models for p in presets if m not in reg or p in reg[m][0]]
+        _check_cases(cases or [(models[0], presets[0])])
+    else:
+        cases = [(m, p) for m in models for p in mode["presets"].get(m, [])]
+        _check_cases(cases or [(m, "tiny") for m in models])
     result = {"meta": _meta(dev, amps, quick), "train": [], "sample": [], "data": None}
 
     def save():
@@ -454,9 +494,10 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
                 result["train"].append(bench_train(m, p, dev, a, compile, steps or mode["steps"], mode["warmup"]))
                 save()
     if "sample" in sections:
+        mel_presets = [p for m, p in cases if m == "melnet"]
         for m, p in cases:
             if m == "melnet":   # the per-frame baseline once: at paper-small, or the first preset
-                baseline = naive and (p == "paper-small" or "paper-small" not in presets and p == presets[0])
+                baseline = naive and p == ("paper-small" if "paper-small" in mel_presets else mel_presets[0])
                 result["sample"].append(bench_sample_melnet(p, dev, sample_seconds or mode["sample_seconds"],
                                                             naive_frame=baseline, naive_element=quick and naive))
             else:
@@ -478,9 +519,13 @@ def _bench_data_for(cases, train_rows, dev, mode) -> dict:
     step_s = {}
     for r in train_rows:          # the first precision measured
         step_s.setdefault((r["model"], r["preset"]), r["step_s"])
+    seen = set()
     for m, p in cases:
         cfg = reg[m][0][p]
         spec = spec_preset(cfg.spec)
+        if (m, spec, cfg.clip_frames, cfg.batch_size) in seen:    # e.g. the *-original presets: same batches
+            continue
+        seen.add((m, spec, cfg.clip_frames, cfg.batch_size))
         rates.append(spec.sample_rate)
         geos.append({"name": f"{m} {p}", "spec": spec, "clip_samples": spec.samples(cfg.clip_frames),
                      "batch": cfg.batch_size, "step_s": step_s.get((m, p))})
@@ -500,6 +545,7 @@ def _meta(dev: torch.device, amp: list[str], quick: bool) -> dict:
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": quick, "device": str(dev), "load_avg_start": load,
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu,
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "amp": amp,
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
             "torch": torch.__version__, "python": platform.python_version()}
 
 
@@ -518,16 +564,18 @@ def format_table(result: dict) -> str:
         lines.append(f"note: the machine was busy (load average {load[0]:.1f} on {meta['cpu_count']} cores): "
                      "CPU figures are pessimistic; with other work on the cores, --threads 1 avoids stalls")
     if result["train"]:
-        lines += ["", "training (kHz of audio per second; reference: the paper code on a 2-core CPU)",
+        lines += ["", "training (kHz of audio per second; reference: the paper code on a 2-core CPU; "
+                  "others: cores other processes kept busy meanwhile)",
                   f"{'model':8} {'preset':21} {'amp':4} {'batch':>5} {'clip s':>6} {'s/step':>8} {'kHz':>8} {'ref kHz':>8} "
-                  f"{'x ref':>6} {'goal':>5} {'peak MB':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'%peak':>6}"]
+                  f"{'x ref':>6} {'goal':>5} {'peak MB':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} {'%peak':>6} {'others':>6}"]
         for r in result["train"]:
             ref = r.get("reference") or {}
             lines.append(
                 f"{r['model']:8} {r['preset']:21} {r['amp']:4} {r['batch']:>5} {r['clip_seconds']:>6.2f} {r['step_s']:>8.3f} "
                 f"{r['khz']:>8.1f} {_f(ref.get('khz'), '{:.1f}'):>8} {_f(r.get('speedup_vs_reference'), '{:.2f}'):>6} "
                 f"{_f(ref.get('goal_speedup'), '{:g}'):>5} {r['peak_mem_mb']:>8.0f} {r['flops_per_step'] / 1e9:>10.1f} "
-                f"{r['flops_per_s'] / 1e9:>8.1f} {_f(r['peak_fraction'] and 100 * r['peak_fraction'], '{:.1f}'):>6}")
+                f"{r['flops_per_s'] / 1e9:>8.1f} {_f(r['peak_fraction'] and 100 * r['peak_fraction'], '{:.1f}'):>6} "
+                f"{_f(r.get('other_processes_cores'), '{:.2f}'):>6}")
     if result["sample"]:
         lines += ["", "sampling (seconds of audio per second; spectrograms, vocoder not included)",
                   f"{'model':8} {'preset':22} {'method':10} {'audio s':>8} {'wall s':>9} {'audio s/s':>10} "

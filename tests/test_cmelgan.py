@@ -313,3 +313,28 @@ def test_generator_step_skips_discriminator_weight_gradients_only():
     D.train()
     r.train_step(*batch(r), ctx())                        # after a whole step: D's last grads were cleared
     assert all(p.grad is None for p in D.parameters())
+
+
+@pytest.mark.parametrize("conditioning", ["projection", "concat", "both"])
+def test_repeated_blocks_give_the_same_logits_features_and_gradients(conditioning):
+    """D steps score [real, fake, real with wrong genres]: the convolutions may run once for both real blocks."""
+    r = mini(conditioning=conditioning)
+    D = r.modules["discriminator"].eval()          # eval: spectral norm stops iterating between the calls
+    mel, genre = batch(r)
+    B = len(genre)
+    x = torch.cat([mel, torch.rand_like(mel), mel])
+    y = torch.cat([genre, genre, r.wrong_genres(genre)])
+    outs, grads, seen = [], [], []
+    D.layers[0].register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    for repeats in (None, {2: 0}):
+        D.zero_grad(set_to_none=True)
+        logits, feats = D(x, y, features=True, segment=B, repeats=repeats)
+        (logits.square().sum() + sum(f.mean() for f in feats)).backward()
+        outs.append((logits.detach(), [f.detach() for f in feats]))
+        grads.append(torch.cat([p.grad.flatten() for p in D.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    assert (outs[0][0][2 * B:] - outs[0][0][:B]).abs().max() > 0    # the wrong genre still changes the logit
+    assert seen == [3 * B, 3 * B if conditioning != "projection" else 2 * B]   # concat: the genre is an input

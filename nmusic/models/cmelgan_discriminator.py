@@ -16,6 +16,10 @@ Layout (``B`` batch, ``F`` mel bins, ``T`` frames)::
 logit; the loss (hinge, BCE-with-logits = the paper's sigmoid + BCE, or least squares) lives in
 :mod:`nmusic.models.cmelgan`.
 
+Speed: the weights are channels-last, so the convolutions run in NHWC (faster grouped convolutions on
+a CPU, tensor cores on a GPU); with projection conditioning, blocks of the batch that repeat other
+blocks (the wrong-genre reals) go through the convolutions once (``repeats``).
+
 Normalisation: spectral norm on every weight (convs, linear, projection embedding) when
 ``spectral_norm`` is on (the stabiliser of choice for GAN discriminators, Miyato et al. 2018);
 otherwise weight norm on the convs, as in the paper and MelGAN.
@@ -62,8 +66,22 @@ class Discriminator(nn.Module):
         self.linear = norm(nn.Linear(c_in, 1))
         if self.project:
             self.embed_project = norm(nn.Embedding(n_genres, c_in))
+        # Channels-last weights make the convolutions run in NHWC: in NCHW oneDNN converts the grouped
+        # convolutions' activations in every backward (1.2-1.4x slower per discriminator pass on a CPU).
+        self.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor, genre: torch.Tensor, features: bool = False, segment: int | None = None):
+    def forward(self, x: torch.Tensor, genre: torch.Tensor, features: bool = False, segment: int | None = None,
+                repeats: dict[int, int] | None = None):
+        """``repeats={i: j}``: block ``i`` (of ``segment`` samples) holds the same spectrograms as block
+        ``j`` (the matching-aware negatives: real clips with wrong genres). Without concat conditioning
+        the convolutions never see the genre, so they run once per distinct block and only the genre
+        projection differs: the same logits (and features) for a third less work in a D step."""
+        n = segment or len(x)
+        blocks = len(x) // n
+        distinct = list(range(blocks))
+        if repeats and not self.concat:
+            distinct = [b for b in distinct if b not in repeats]
+            x = torch.cat([x[b * n:(b + 1) * n] for b in distinct])
         h = x.unsqueeze(1)                                                   # (B, 1, F, T)
         if self.concat:
             plane = self.embed_concat(genre).view(-1, 1, self.n_mels, self.frames).to(h.dtype)
@@ -71,10 +89,14 @@ class Discriminator(nn.Module):
         feats = []
         for i, layer in enumerate(self.layers):
             if self.minibatch_std and i == len(self.layers) - 1:
-                h = minibatch_std(h, math.gcd(self.minibatch_std, segment or len(h)))
+                h = minibatch_std(h, math.gcd(self.minibatch_std, n))
             h = layer(h)                                                     # (B, C_i, F_i, T_i)
             feats.append(h)
         h = h.sum(dim=(2, 3))                                                # (B, C)
+        if len(distinct) < blocks:                                           # repeated blocks share features
+            rows = torch.cat([torch.arange(n) + distinct.index(repeats.get(b, b)) * n for b in range(blocks)])
+            rows = rows.to(h.device)
+            h, feats = h[rows], [f[rows] for f in feats] if features else feats
         logit = self.linear(h).squeeze(1)                                    # (B,)
         if self.project:
             logit = logit + (self.embed_project(genre) * h).sum(dim=1)
@@ -86,6 +108,7 @@ def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
     ``group`` consecutive samples (``group`` divides ``N``), broadcast over space."""
     N, C, H, W = h.shape
     y = h.float().view(N // group, group, C, H, W)
-    y = (y.var(1, correction=0) + 1e-8).sqrt().mean(dim=(1, 2, 3))            # (N / group,)
+    var = (y - y.mean(1, keepdim=True)).square().mean(1)    # = var(1, correction=0), ~8x faster on a CPU
+    y = (var + 1e-8).sqrt().mean(dim=(1, 2, 3))                               # (N / group,)
     y = y.repeat_interleave(group).view(N, 1, 1, 1).expand(N, 1, H, W)
     return torch.cat([h, y.to(h.dtype)], dim=1)
