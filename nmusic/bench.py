@@ -24,6 +24,7 @@ of the tests (tiny presets, one timed step, tiny data).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -33,7 +34,6 @@ import resource
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -142,7 +142,7 @@ def _rss_peak_kb() -> int | None:
         return None
 
 
-@contextmanager
+@contextlib.contextmanager
 def peak_memory(device: torch.device):
     """Yields a dict that holds ``peak_mem_mb`` and ``peak_mem_kind`` after the block.
 
@@ -201,12 +201,17 @@ class OtherLoad:
         return busy, t.user + t.system, time.perf_counter()
 
 
-def _timed(fn, device: torch.device) -> float:
+def _run_timed(fn, device: torch.device):
+    """``(fn(), seconds)``, with the device synchronised on both ends."""
     _sync(device)
     t0 = time.perf_counter()
-    fn()
+    value = fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return value, time.perf_counter() - t0
+
+
+def _timed(fn, device: torch.device) -> float:
+    return _run_timed(fn, device)[1]
 
 
 # --- data for the benchmarks ---------------------------------------------------------------------------
@@ -313,14 +318,12 @@ def _melnet_pass(tiers, genre, n_frames: int, n_mels: int, method: str, generato
     shapes, axes = tier_shapes(n_frames, n_mels, len(tiers)), split_axes(len(tiers))
     x, seconds = None, []
     for g, tier in enumerate(tiers):
-        def run():
-            nonlocal fine
-            if method == "cached":
-                fine = sample_tier(tier, shapes[g][0], genre, x, generator=generator)
-            else:
-                fine = sample_tier_naive(tier, shapes[g][0], genre, x, generator=generator, per=method)
-        fine = None
-        seconds.append(_timed(run, device))
+        if method == "cached":
+            fine, s = _run_timed(lambda: sample_tier(tier, shapes[g][0], genre, x, generator=generator), device)
+        else:
+            fine, s = _run_timed(lambda: sample_tier_naive(tier, shapes[g][0], genre, x, generator=generator,
+                                                           per=method), device)
+        seconds.append(s)
         x = fine if g == 0 else interleave(x, fine, axes[g])
     return seconds
 
@@ -328,6 +331,7 @@ def _melnet_pass(tiers, genre, n_frames: int, n_mels: int, method: str, generato
 def bench_sample_melnet(preset: str, device: torch.device, seconds: float = 5.0, naive_frame: bool = True,
                         naive_element: bool = False, batch: int = 1) -> dict:
     """Seconds of audio per second: cached sampling vs re-running the network per frame / element."""
+    from .models.melnet_tiers import tier_shapes
     recipe, cfg, spec = _build("melnet", preset, device)
     tiers = recipe.tiers()
     for t in tiers:
@@ -336,8 +340,9 @@ def bench_sample_melnet(preset: str, device: torch.device, seconds: float = 5.0,
     audio_s = batch * spec.samples(n_frames) / spec.sample_rate
     genre = torch.arange(batch, device=device) % len(GENRES)
     gen = torch.Generator(device).manual_seed(0)
-    shapes = [list(s) for s in recipe_tier_shapes(recipe, n_frames)]
-    _melnet_pass(tiers, genre, spec.frames(0) + (1 << (len(tiers) - 1)), spec.n_mels, "cached", gen, device)  # warm-up
+    shapes = [list(s) for s in tier_shapes(n_frames, spec.n_mels, len(tiers))]
+    warm_frames = 2 ** len(tiers)                         # warm-up: a couple of frames of every tier
+    _melnet_pass(tiers, genre, warm_frames, spec.n_mels, "cached", gen, device)
     out = {"model": "melnet", "preset": preset, "device": str(device), "threads": torch.get_num_threads(),
            "batch": batch, "n_frames": n_frames, "audio_seconds": audio_s, "tier_shapes": shapes, "methods": {}}
     methods = ["cached"] + (["frame"] if naive_frame else []) + (["element"] if naive_element else [])
@@ -358,17 +363,12 @@ def bench_sample_melnet(preset: str, device: torch.device, seconds: float = 5.0,
     return out
 
 
-def recipe_tier_shapes(recipe, n_frames: int):
-    from .models.melnet_tiers import tier_shapes
-    return tier_shapes(n_frames, recipe.spec.n_mels, recipe.n_tiers)
-
-
 def bench_sample_cmelgan(preset: str, device: torch.device, amp: str = "none", repeats: int = 3) -> dict:
     """Seconds of audio per second of the EMA generator (one batch of ``batch_size`` clips)."""
     recipe, cfg, spec = _build("cmelgan", preset, device)
     genre = torch.arange(cfg.batch_size, device=device) % len(GENRES)
     gen = torch.Generator(device).manual_seed(0)
-    ctx = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp != "none" else _nullcontext()
+    ctx = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp != "none" else contextlib.nullcontext()
     with ctx:
         recipe.sample(genre, generator=gen)       # warm-up
         with peak_memory(device) as mem, OtherLoad() as others:
@@ -379,11 +379,6 @@ def bench_sample_cmelgan(preset: str, device: torch.device, amp: str = "none", r
             "amp": amp, "batch": cfg.batch_size, "audio_seconds": audio_s,
             "methods": {"generator": {"seconds": s, "audio_s_per_s": audio_s / s, "measured": True,
                                       "other_processes_cores": others.cores, **mem}}}
-
-
-@contextmanager
-def _nullcontext():
-    yield
 
 
 # --- data pipeline ----------------------------------------------------------------------------------
