@@ -14,7 +14,9 @@
   cached sampling against the seed's sampler, which re-runs the network over the prefix once per
   frame, measured in the same run, and against the exact re-run per element (measured when it is
   short, otherwise extrapolated from the per-frame run: it runs ``bins`` forwards where the
-  per-frame run runs one). cMelGAN: one generator pass for a batch.
+  per-frame run runs one). Each method's FLOPs (the model's arithmetic, :func:`melnet_sampling_flops`)
+  and their ratio to one cached pass: the most the cached sampler can gain at equal FLOP/s.
+  cMelGAN: one generator pass for a batch.
 * **data**: decode + resample throughput of ``nmusic prepare`` (hours of audio per minute), batches
   per second from the RAM cache including the log-mel on the device, and the same batches decoded
   from disk clip by clip (the pipeline the paper replaced: its "~50x" loading speed-up).
@@ -328,6 +330,37 @@ def _melnet_pass(tiers, genre, n_frames: int, n_mels: int, method: str, generato
     return seconds
 
 
+def melnet_sampling_flops(tiers, genre, n_frames: int, n_mels: int) -> dict:
+    """FLOPs of sampling ``n_frames`` x ``n_mels`` with each method, from two counted passes per tier.
+
+    A tier's forward pass over ``t`` frames costs ``a t + c`` FLOPs: every element costs the same
+    and ``c`` is the conditioning on the whole coarser spectrogram. Cached sampling does exactly
+    the arithmetic of one pass over all frames (``a T + c``); the per-frame re-run does a pass over
+    frames ``<= i`` for every frame ``i`` (``sum_t a t + c``), the per-element re-run ``bins`` times
+    that. Their ratio is the most the cached sampler can gain at equal FLOP/s.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    from .models.melnet_tiers import split, tier_shapes
+    shapes = tier_shapes(n_frames, n_mels, len(tiers))
+    p = next(tiers[0].parameters())
+    xs, contexts = split(torch.zeros(genre.shape[0], n_frames, n_mels, dtype=p.dtype, device=p.device), len(tiers))
+    out = {"cached": [], "frame": [], "element": []}
+    for tier, (T, F_), x, context in zip(tiers, shapes, xs, contexts):
+        counts = []
+        for t in (1, T):
+            counter = FlopCounterMode(display=False, custom_mapping=RNN_FLOPS)
+            with counter, torch.no_grad():
+                tier(x[:, :t], genre, context)
+            counts.append(counter.get_total_flops())
+        a = (counts[1] - counts[0]) / max(T - 1, 1)
+        c = counts[0] - a
+        frame = a * T * (T + 1) / 2 + c * T
+        out["cached"].append(a * T + c)
+        out["frame"].append(frame)
+        out["element"].append(frame * F_)
+    return {m: sum(v) for m, v in out.items()}
+
+
 def bench_sample_melnet(preset: str, device: torch.device, seconds: float = 5.0, naive_frame: bool = True,
                         naive_element: bool = False, batch: int = 1) -> dict:
     """Seconds of audio per second: cached sampling vs re-running the network per frame / element."""
@@ -360,6 +393,12 @@ def bench_sample_melnet(preset: str, device: torch.device, seconds: float = 5.0,
                                      "extrapolated_from": "frame x bins per tier"}
     cached = out["methods"]["cached"]["seconds"]
     out["speedup"] = {m: v["seconds"] / cached for m, v in out["methods"].items() if m != "cached"}
+    flops = melnet_sampling_flops(tiers, genre, n_frames, spec.n_mels)
+    for m, v in out["methods"].items():
+        v["gflop"] = flops[m] / 1e9
+        v["gflop_per_s"] = flops[m] / 1e9 / v["seconds"]
+    # at equal FLOP/s the cached sampler is this much faster than each re-run: the ceiling of "speedup"
+    out["flop_ratio"] = {m: flops[m] / flops["cached"] for m in out["speedup"]}
     return out
 
 
@@ -440,17 +479,19 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
               models: list[str] | None = None, presets: list[str] | None = None, amp: str | list[str] = "auto",
               compile: bool = False, steps: int | None = None, sample_seconds: float | None = None,
               sections: list[str] | None = None, threads: int | None = None, naive: bool = True,
-              print_table: bool = True) -> dict:
+              sample_batch: int = 1, print_table: bool = True) -> dict:
     """Run the benchmarks, print a table, write JSON to ``out`` (after every case); returns the results.
 
     ``models``: "melnet", "cmelgan" (default both); ``presets``: default tiny with ``quick``, else
     paper-small and paper-large; ``amp``: one or more of "auto" (bf16 on a CUDA GPU that has it,
     else none), "none" (fp32), "bf16", "fp16": training is measured once per precision;
     ``sections``: any of "train", "sample", "data"; ``naive=False`` skips the per-frame re-run
-    sampling baseline (minutes at paper sizes).
+    sampling baseline (minutes at paper sizes); ``sample_batch``: MelNet clips sampled at once.
     """
     from .trainer import resolve_device
     mode = QUICK if quick else FULL
+    if sample_batch < 1:
+        raise ConfigError(f"bench: sample_batch must be at least 1 (got {sample_batch})")
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -494,7 +535,8 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
             if m == "melnet":   # the per-frame baseline once: at paper-small, or the first preset
                 baseline = naive and p == ("paper-small" if "paper-small" in mel_presets else mel_presets[0])
                 result["sample"].append(bench_sample_melnet(p, dev, sample_seconds or mode["sample_seconds"],
-                                                            naive_frame=baseline, naive_element=quick and naive))
+                                                            naive_frame=baseline, naive_element=quick and naive,
+                                                            batch=sample_batch))
             else:
                 result["sample"].append(bench_sample_cmelgan(p, dev, amps[0]))
             save()
@@ -573,14 +615,16 @@ def format_table(result: dict) -> str:
                 f"{_f(r.get('other_processes_cores'), '{:.2f}'):>6}")
     if result["sample"]:
         lines += ["", "sampling (seconds of audio per second; spectrograms, vocoder not included)",
-                  f"{'model':8} {'preset':22} {'method':10} {'audio s':>8} {'wall s':>9} {'audio s/s':>10} "
-                  f"{'cached is x faster':>18}"]
+                  f"{'model':8} {'preset':22} {'batch':>5} {'method':10} {'audio s':>8} {'wall s':>9} {'audio s/s':>10} "
+                  f"{'GFLOP':>9} {'GFLOP/s':>8} {'cached x faster':>15} {'FLOP ratio':>10}"]
         for r in result["sample"]:
             for name, m in r["methods"].items():
                 sp = r.get("speedup", {}).get(name)
                 note = "" if m["measured"] else " (extrapolated)"
-                lines.append(f"{r['model']:8} {r['preset']:22} {name:10} {r['audio_seconds']:>8.2f} "
-                             f"{m['seconds']:>9.2f} {m['audio_s_per_s']:>10.3g} {_f(sp, '{:.1f}'):>18}{note}")
+                lines.append(f"{r['model']:8} {r['preset']:22} {r.get('batch', ''):>5} {name:10} {r['audio_seconds']:>8.2f} "
+                             f"{m['seconds']:>9.2f} {m['audio_s_per_s']:>10.3g} {_f(m.get('gflop'), '{:.1f}'):>9} "
+                             f"{_f(m.get('gflop_per_s'), '{:.1f}'):>8} {_f(sp, '{:.1f}'):>15} "
+                             f"{_f(r.get('flop_ratio', {}).get(name), '{:.1f}'):>10}{note}")
     d = result.get("data")
     if d:
         lines += ["", f"data: decode + resample to {d['sample_rate']} Hz: {d['decode_resample_hours_per_min']:.2f} "

@@ -113,7 +113,7 @@ def cmd_bench(a):
     from .bench import run_bench
     run_bench(out=a.out, quick=a.quick, device=a.device, models=a.models, presets=a.presets, amp=a.amp,
               compile=a.compile, steps=a.steps, sample_seconds=a.sample_seconds, sections=a.sections,
-              threads=a.threads, naive=a.naive)
+              threads=a.threads, naive=a.naive, sample_batch=a.sample_batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true", help="torch.compile the trained modules")
     s.add_argument("--steps", type=int, default=None, help="timed training steps per preset (median reported)")
     s.add_argument("--sample-seconds", type=float, default=None, help="audio length to sample (default 5)")
+    s.add_argument("--sample-batch", type=int, default=1,
+                   help="MelNet clips sampled at once (genres in turn); every method samples the same batch")
     s.add_argument("--sections", nargs="*", default=None, choices=["train", "sample", "data"])
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--no-naive", dest="naive", action="store_false",

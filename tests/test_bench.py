@@ -54,6 +54,8 @@ def test_sampling_rows_compare_cached_with_both_naive_samplers(quick):
         assert m["measured"] and positive(m["seconds"]) and positive(m["audio_s_per_s"])
         assert len(m["per_tier_s"]) == len(mel["tier_shapes"]) == 3
     assert set(mel["speedup"]) == {"frame", "element"} and all(positive(v) for v in mel["speedup"].values())
+    assert all(positive(m["gflop"]) and positive(m["gflop_per_s"]) for m in mel["methods"].values())
+    assert 1 < mel["flop_ratio"]["frame"] < mel["flop_ratio"]["element"]
     assert positive(gan["methods"]["generator"]["audio_s_per_s"]) and gan["batch"] == 8
 
 
@@ -71,6 +73,31 @@ def test_table_prints_every_row(quick):
     assert table.count("melnet   tiny") == 4 and table.count("cmelgan  tiny") == 2   # train + sample rows
     assert table.count("melnet tiny") == table.count("cmelgan tiny") == 1               # loader rows
     assert "hours of audio per minute" in table
+
+
+def test_sampling_flops_match_counted_sampler_runs():
+    """The two-pass formula gives what FlopCounterMode counts on the real sampler runs."""
+    from nmusic.models.melnet_sampling import sample
+    from nmusic.models.melnet_tiers import Tier, tier_shapes
+    torch.manual_seed(0)
+    genre, T = torch.tensor([0, 2]), 9
+    tiers = [Tier(f, 8, layers, 3, n_mixtures=3, conditional=g > 0, genre_cond=g == 0, cond_dim=4).eval()
+             for g, ((_, f), layers) in enumerate(zip(tier_shapes(T, 12, 3), [2, 1, 1]))]
+    expected = bench.melnet_sampling_flops(tiers, genre, T, 12)
+    for method in ("cached", "frame"):
+        counter = FlopCounterMode(display=False, custom_mapping=bench.RNN_FLOPS)
+        with counter:
+            sample(tiers, genre, T, 12, naive=method if method != "cached" else False,
+                   generator=torch.Generator().manual_seed(0))
+        counted = counter.get_total_flops()
+        if method == "cached":
+            # it projects h^t and the carried h^f through W_ih separately (one more (D, 4D) matmul
+            # per element and layer), maps x[i, j-1] by a multiply-add, not a 1-wide matmul, and
+            # folds the biases once per tier (FrequencySteps)
+            for (t, f), layers in zip(tier_shapes(T, 12, 3), [2, 1, 1]):
+                counted -= 2 * 2 * t * f * (layers * 8 * 32 - 8) + layers * 2 * 8 * 32 + 2 * 8 * 9
+        assert counted == expected[method], method
+    assert expected["frame"] > 2 * expected["cached"]
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

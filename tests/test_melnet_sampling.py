@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nmusic.models import melnet_gmm as gmm
-from nmusic.models.melnet_sampling import sample, sample_naive, sample_tier, sample_tier_naive
+from nmusic.models.melnet_sampling import FrequencySteps, sample, sample_naive, sample_tier, sample_tier_naive
 from nmusic.models.melnet_tiers import Tier, split, tier_shapes
 
 
@@ -50,17 +50,17 @@ def test_naive_sampler_draws_the_same_samples():
     assert not torch.allclose(a, c)
 
 
-def test_cached_sampling_advances_time_rnns_one_frame_at_a_time():
+def test_cached_sampling_advances_time_rnns_one_frame_at_a_time(monkeypatch):
     tier = make_tier(5, conditional=False)
     layer = tier.layers[0]
     lengths, bins = [], []
     layer.time_rnn.register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
     layer.freq_rnn.register_forward_hook(lambda m, args, out: lengths.append("whole-frame frequency pass"))
-    step = layer.freq_step
-    layer.freq_step = lambda h_f, *a: bins.append(h_f.shape) or step(h_f, *a)
+    step = FrequencySteps.step
+    monkeypatch.setattr(FrequencySteps, "step", lambda self, l, h, *a: bins.append((l, h.shape)) or step(self, l, h, *a))
     sample_tier(tier, 7, torch.tensor([0]))
     assert lengths == [1] * 7                    # time RNN: one step per frame, never the prefix
-    assert bins == [(1, 8)] * (7 * 5)             # frequency-delayed stack: one step per bin
+    assert bins == [(0, (1, 8)), (1, (1, 8))] * (7 * 5)   # frequency-delayed stack: each layer once per bin
 
 
 def test_multi_tier_sampling_shapes_priming_and_temperature():
