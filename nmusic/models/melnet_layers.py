@@ -13,15 +13,15 @@ tier (``melnet_tiers.Tier``) feeds ``h^t[0]`` from ``x[i-1, j]``, ``h^c[0]`` fro
 ``x[i-1]`` and ``h^f[0]`` from ``x[i, j-1]``, so the output at ``(i, j)`` only sees earlier elements.
 
 Every RNN is a cuDNN/fused ``nn.LSTM``/``nn.GRU`` applied to a reshaped batch (all bins or all
-frames at once): no Python loop over time or frequency during training. The same modules run one
-frame / one bin at a time with carried state for cached sampling (:meth:`DelayedLayer.time_stack`
-on ``T = 1``; :meth:`DelayedLayer.freq_step`, the same arithmetic through ``torch.lstm_cell`` /
-``torch.gru_cell``), which gives the same numbers as the full pass.
+frames at once): no Python loop over time or frequency during training. For cached sampling the
+same modules run one frame at a time with carried state (:meth:`DelayedLayer.time_stack` on
+``T = 1``), and the frequency-delayed stack one bin at a time with the same weights through
+``torch.lstm_cell`` / ``torch.gru_cell`` (``melnet_sampling.FrequencySteps``); both give the numbers
+of the full pass.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -49,23 +49,6 @@ def run_freq(rnn: nn.RNNBase, h: torch.Tensor, state=None):
     B, T, F, D = h.shape
     out, state = rnn(h.reshape(B * T, F, D), state)
     return out.reshape(B, T, F, -1), state
-
-
-def rnn_cell(rnn: nn.RNNBase, x: torch.Tensor, state=None):
-    """One step of a one-layer, one-direction ``rnn`` with its own weights: ``x (N, D) -> (N, D')``.
-
-    Same arithmetic as ``rnn`` on a length-1 sequence (``torch.lstm_cell`` / ``torch.gru_cell``),
-    without its per-call overhead; ``state`` is ``(h, c)`` (LSTM) or ``h`` (GRU), each ``(N, D')``.
-    """
-    weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
-    if state is None:
-        h = x.new_zeros(x.shape[0], rnn.hidden_size)
-        state = (h, h) if isinstance(rnn, nn.LSTM) else h
-    if isinstance(rnn, nn.LSTM):
-        h, c = torch.lstm_cell(x, state, *weights)
-        return h, (h, c)
-    h = torch.gru_cell(x, state, *weights)
-    return h, h
 
 
 class DelayedLayer(nn.Module):
@@ -102,14 +85,6 @@ class DelayedLayer(nn.Module):
             u = u + h_c.unsqueeze(2)
         out, state = run_freq(self.freq_rnn, u, state)
         return h_f + self.W_f(out), state
-
-    def freq_step(self, h_f, h_t, h_c=None, state=None):
-        """:meth:`freq_stack` for one bin of one frame: ``(N, D)`` inputs, cell ``state``."""
-        u = h_f + h_t
-        if h_c is not None:
-            u = u + h_c
-        out, state = rnn_cell(self.freq_rnn, u, state)
-        return h_f + F.linear(out, self.W_f.weight, self.W_f.bias), state
 
     # --- full (training) pass -------------------------------------------------------------------
     def forward(self, h_t: torch.Tensor, h_f: torch.Tensor, h_c: torch.Tensor | None = None):
