@@ -12,16 +12,11 @@ from nmusic.cli import main
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(tmp_path_factory, one_thread):
     """One ``nmusic bench --quick`` run through the CLI, shared by the structure tests."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny tensors: one thread is faster on a busy machine
-    try:
-        out = tmp_path_factory.mktemp("bench") / "bench.json"
-        assert main(["bench", "--quick", "--out", str(out)]) == 0
-        return json.loads(out.read_text())
-    finally:
-        torch.set_num_threads(n)
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
 
 
 def positive(x) -> bool:

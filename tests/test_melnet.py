@@ -15,13 +15,7 @@ from nmusic.recipe import StepContext
 GENRES = ["classical", "edm", "lofi"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- causality ----------------------------------------------------------------------------------

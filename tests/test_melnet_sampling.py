@@ -7,13 +7,7 @@ from nmusic.models.melnet_sampling import FrequencySteps, sample, sample_naive, 
 from nmusic.models.melnet_tiers import Tier, split, tier_shapes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_tier(n_freq, conditional, rnn="lstm", central=True, seed=0):
