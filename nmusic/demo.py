@@ -1,8 +1,10 @@
 """``nmusic demo``: the whole job on the embedded dataset, on a CPU, within 15 minutes.
 
 embedded dataset (procedural classical/EDM/lofi) -> fetch -> manifest -> prepare -> train the
-``tiny`` preset under a time budget -> genre classifier on real clips -> generate per genre ->
-``report.md`` + ``report.json`` (+ WAVs and PNGs) in the output folder.
+``tiny`` preset under a time budget -> ``nmusic evaluate`` on the run (the two judges, held to
+account by the trivial fakes; accuracy of the generated audio against its ceilings; distances with
+their floors; originality) -> listening samples per genre -> ``report.md`` + ``report.json`` (+ WAVs
+and PNGs) in the output folder.
 
 The data goes through exactly the path a user's data does (real audio files in genre folders,
 mixed formats and rates). Nothing is downloaded.
@@ -25,16 +27,16 @@ class DemoBudget:
     files_per_genre: int
     seconds_per_file: float
     train_seconds: float
-    classifier_steps: int
-    n_per_genre: int
-    eval_per_genre: int
+    judge_steps: int
+    n_per_genre: int      # listening samples written per genre
+    eval_per_genre: int   # clips per genre the judges score
 
 
-#: Full demo: ~11 min of training + ~1.5 min for everything else on 2 CPU cores.
-FULL = DemoBudget(files_per_genre=16, seconds_per_file=30.0, train_seconds=660.0, classifier_steps=300,
+#: Full demo: ~10 min of training + ~4 min for data, judges, evaluation and samples on 2 CPU cores.
+FULL = DemoBudget(files_per_genre=16, seconds_per_file=30.0, train_seconds=600.0, judge_steps=300,
                   n_per_genre=4, eval_per_genre=32)
-QUICK = DemoBudget(files_per_genre=3, seconds_per_file=6.0, train_seconds=8.0, classifier_steps=20,
-                   n_per_genre=1, eval_per_genre=4)
+QUICK = DemoBudget(files_per_genre=3, seconds_per_file=6.0, train_seconds=8.0, judge_steps=20,
+                   n_per_genre=1, eval_per_genre=2)
 
 
 def prepare_embedded(out: Path, budget: DemoBudget, spec, seed: int = 0, progress: bool = True):
@@ -57,11 +59,11 @@ def prepare_embedded(out: Path, budget: DemoBudget, spec, seed: int = 0, progres
 def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float | None = None, seed: int = 0,
              progress: bool = True) -> dict:
     from .audio import spec_preset
-    from .classifier import train_classifier
-    from .dataset import split_by_file
+    from .evaluate import evaluate_runs
     from .generate import sample_mels, write_clips
     from .models import registry
     from .train_run import train_model
+    from .trainer import load_run
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -76,69 +78,81 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     torch.manual_seed(seed)
 
     cache, manifest, cache_path = prepare_embedded(out, budget, spec, seed, progress)
-    train_files, val_files = split_by_file(cache, val_fraction=0.25, seed=seed)
-
     run_dir = out / "runs" / f"{model}-tiny"
     summary = train_model(model, "tiny", cfg, cache_path=cache_path, run_dir=run_dir, steps=None,
                           time_budget_s=train_seconds, resume=True, device="cpu", seed=seed, progress=progress)
 
-    clf = train_classifier(cache, train_files, val_files, spec, clip_frames=cfg.clip_frames,
-                           steps=budget.classifier_steps, seed=seed, progress=progress)
-    clf.save(out / "classifier.pt")
+    metrics = evaluate_runs([run_dir], out / "eval", cache_path=cache_path, device="cpu",
+                            n_per_genre=budget.eval_per_genre, judge_steps=budget.judge_steps, seed=seed,
+                            progress=progress)
+    run, ref = metrics["runs"][0], metrics["reference"][0]
 
-    from .trainer import load_run
-    recipe, _ = load_run(run_dir, device="cpu")
+    recipe, ckpt = load_run(run_dir, device="cpu")
     fe = MelFrontEnd(spec)
-    n_eval = max(budget.eval_per_genre, budget.n_per_genre)
     genres_report = {}
-    all_mels, all_labels = [], []
     for gid, genre in enumerate(cache.genres):
-        mels = sample_mels(recipe, [gid] * n_eval, seed=seed + 1000 * gid)
-        all_mels.append(mels)
-        all_labels.append(torch.full((n_eval,), gid))
+        mels = sample_mels(recipe, [gid] * budget.n_per_genre, seed=seed + 1000 * gid)
         names = [f"{genre}_{i}" for i in range(budget.n_per_genre)]
-        files = write_clips(mels[:budget.n_per_genre], fe, out / "samples", names,
-                            [f"{model} tiny · asked for {genre}"] * budget.n_per_genre)
-        genres_report[genre] = {"files": files}
-    acc = clf.accuracy(torch.cat(all_mels), torch.cat(all_labels))
-    for genre in cache.genres:
-        genres_report[genre]["classifier_accuracy"] = acc["per_genre"][genre]
-
+        files = write_clips(mels, fe, out / "samples", names, [f"{model} tiny · asked for {genre}"] * budget.n_per_genre)
+        genres_report[genre] = {"files": files, "judge_accuracy": run["accuracy_generated"]["per_genre"][genre],
+                                "feature_judge_accuracy": run["accuracy_generated_features"]["per_genre"][genre]}
+    rows = ref["rows"]
     report = {
         "model": model, "preset": "tiny", "params": summary["params"],
         "train_seconds": summary["train_seconds"], "train_khz": summary["train_khz"],
-        "steps": summary["steps"], "device": summary["device"], "genres": genres_report,
-        "genre_list": cache.genres, "spec": spec.to_dict(), "run_dir": str(run_dir),
+        "steps": summary["steps"], "device": summary["device"], "checkpoint": run["checkpoint"],
+        "genres": genres_report, "genre_list": cache.genres, "spec": spec.to_dict(), "run_dir": str(run_dir),
         "dataset_hours": manifest.hours_per_genre(),
-        "classifier": {"real_heldout_accuracy": clf.metrics["real_heldout"]["accuracy"],
-                       "real_heldout_per_genre": clf.metrics["real_heldout"]["per_genre"],
-                       "generated_accuracy": acc["accuracy"], "generated_confusion": acc["confusion"],
-                       "generated_clips_per_genre": n_eval},
+        "judges": {
+            "valid": {kind: v["valid"] for kind, v in ref["verdict"].items()},
+            "chance": ref["verdict"]["judge"]["chance"],
+            "rows": {name: {"judge": row["judge"]["accuracy"], "feature_judge": row["features"]["accuracy"]}
+                     for name, row in rows.items()},
+        },
+        "generated": {"clips_per_genre": run["n_per_genre"], "clip_seconds": run["clip_seconds"],
+                      "judge_accuracy": run["accuracy_generated"]["accuracy"],
+                      "feature_judge_accuracy": run["accuracy_generated_features"]["accuracy"],
+                      "judges_agree": run["judges_agree"], "confusion": run["accuracy_generated"]["confusion"],
+                      "ceiling": run["accuracy_ceiling"]["accuracy"],
+                      "ceiling_features": run["accuracy_ceiling_features"]["accuracy"],
+                      "fd": run["fd"], "fd_floor": run["fd_floor"], "kd": run["kd"], "kd_floor": run["kd_floor"],
+                      "copies_flagged": run["originality"]["flagged"]},
+        "evaluation": str(out / "eval" / "metrics.md"),
         "quick": quick, "total_seconds": None,
     }
     report["total_seconds"] = time.perf_counter() - t_start
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render_report(report, out))
+    (out / "report.md").write_text(render_report(report, out, metrics))
     return report
 
 
-def render_report(r: dict, out: Path) -> str:
+def render_report(r: dict, out: Path, metrics: dict) -> str:
+    """The demo's report: what was trained, the honest headline, samples, then the full evaluation."""
+    from .evaluate import _num, render_markdown
+
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
-    c = r["classifier"]
+    g, j = r["generated"], r["judges"]
+    validity = ", ".join(f"{'network' if k == 'judge' else 'feature'} judge {'valid' if v else 'INVALID'}"
+                         for k, v in j["valid"].items())
+    fakes = ", ".join(f"{name} {row['judge']:.0%}" for name, row in j["rows"].items() if name not in ("real",
+                                                                                                    "real-inverted"))
     lines = [
         f"# nmusic demo: {r['model']} `{r['preset']}`", "",
         f"- parameters: {r['params']:,}", f"- training: {r['steps']} steps in {r['train_seconds']:.0f} s on "
-        f"{r['device']} ({r['train_khz']:.1f} kHz of audio per second)",
-        f"- genre classifier (trained on real clips only): {c['real_heldout_accuracy']:.1%} on real held-out clips; "
-        f"**{c['generated_accuracy']:.1%}** on {c['generated_clips_per_genre']} generated clips per genre",
+        f"{r['device']} ({r['train_khz']:.1f} kHz of audio per second); samples from `{Path(r['checkpoint']).name}`",
+        f"- **{g['judge_accuracy']:.1%}** of {g['clips_per_genre']} generated clips per genre (inverted to audio with "
+        f"Griffin-Lim) are assigned the genre asked for by the network judge (ceiling: {g['ceiling']:.1%} of real "
+        f"held-out clips after the same inversion); the feature judge says {g['feature_judge_accuracy']:.1%} "
+        f"(ceiling {g['ceiling_features']:.1%}); they agree on {g['judges_agree']:.0%}",
+        f"- judges held to account ({validity}): trivial fakes score {fakes} with the network judge "
+        f"(chance {j['chance']:.0%})",
+        f"- Fréchet distance {_num(g['fd'])} (floor {_num(g['fd_floor'])}), kernel distance {_num(g['kd'], '.4f')} "
+        f"(floor {_num(g['kd_floor'], '.4f')}); {g['copies_flagged']} clips flagged as near-copies",
         f"- total time: {r['total_seconds']:.0f} s", "",
-        "| genre asked for | classifier agrees | samples |", "| --- | --- | --- |",
+        "| genre asked for | network judge agrees | feature judge agrees | samples |", "| --- | --- | --- | --- |",
     ]
-    for genre, g in r["genres"].items():
-        links = " ".join(f"[wav]({rel(f['wav'])}) ![]({rel(f['png'])})" for f in g["files"])
-        lines.append(f"| {genre} | {g['classifier_accuracy']:.0%} | {links} |")
-    lines += ["", "Confusion matrix of generated clips (rows: genre asked for, columns: classifier's answer):", "",
-              "| | " + " | ".join(r["genre_list"]) + " |", "|---" * (len(r["genre_list"]) + 1) + "|"]
-    for genre, row in zip(r["genre_list"], c["generated_confusion"]):
-        lines.append(f"| {genre} | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+    for genre, s in r["genres"].items():
+        links = " ".join(f"[wav]({rel(f['wav'])}) ![]({rel(f['png'])})" for f in s["files"])
+        lines.append(f"| {genre} | {s['judge_accuracy']:.0%} | {s['feature_judge_accuracy']:.0%} | {links} |")
+    evaluation = render_markdown(metrics).replace("](", "](eval/").replace("# nmusic evaluation", "# Evaluation", 1)
+    return "\n".join(lines) + "\n\n" + evaluation.replace("\n#", "\n##")

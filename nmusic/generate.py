@@ -5,6 +5,7 @@ list and spectrogram parameters, so nothing has to be re-specified.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import soundfile as sf
@@ -29,12 +30,14 @@ def genre_id(genres: list[str], genre: str) -> int:
     return genres.index(genre)
 
 
-def sample_mels(recipe, genre_ids: list[int], seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-    """``len(genre_ids)`` normalised log-mels ``(N, n_mels, frames)`` on the CPU, reproducible by ``seed``."""
+def sample_mels(recipe, genre_ids: list[int], seed: int = 0, temperature: float = 1.0, **kwargs) -> torch.Tensor:
+    """``len(genre_ids)`` normalised log-mels ``(N, n_mels, frames)`` on the CPU, reproducible by ``seed``.
+
+    ``kwargs`` go to ``recipe.sample`` (e.g. MelNet's ``n_frames``)."""
     device = next(recipe.unwrap(next(iter(recipe.modules.values()))).parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     genre = torch.tensor(genre_ids, dtype=torch.long, device=device)
-    return recipe.sample(genre, generator=g, temperature=temperature).float().cpu()
+    return recipe.sample(genre, generator=g, temperature=temperature, **kwargs).float().cpu()
 
 
 def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list[str],
@@ -55,14 +58,20 @@ def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list
 
 
 def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, temperature: float = 1.0,
-             device: str = "auto") -> list[Path]:
-    """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths."""
-    from .trainer import load_run
+             device: str = "auto", progress: bool = True) -> list[Path]:
+    """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
+
+    The checkpoint is the one :func:`nmusic.trainer.load_run` picks (the one ``nmusic evaluate`` and
+    the notebooks use too); with ``progress`` it is named on stderr.
+    """
+    from .trainer import describe_checkpoint, load_run
 
     if n < 1:
         raise NmusicError(f"--n must be at least 1 (got {n})")
     dev = resolve_device(device)
     recipe, ckpt = load_run(run_dir, device=dev)
+    if progress:
+        print(f"{run_dir}: {describe_checkpoint(ckpt)}", file=sys.stderr)
     gid = genre_id(recipe.genres, genre)
     mels = sample_mels(recipe, [gid] * n, seed=seed, temperature=temperature)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "generated"

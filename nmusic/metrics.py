@@ -1,24 +1,21 @@
-"""Sample-quality numbers on the genre classifier's view of a clip (paper sections 5 and 7).
+"""Sample-quality numbers on a judge's view of a clip (paper sections 5 and 7).
 
 The paper reported parameters and speed (Table 1) and planned opinion scores; it had no number for
 "does this sound like music of that genre" nor for "whom does a generated piece resemble" (the
-copyright question of section 7). With the classifier of :mod:`nmusic.classifier` (trained on
-real clips only) as the judge, this module computes, from its outputs:
+copyright question of section 7). With the judge of :mod:`nmusic.judge` (trained on real clips
+only, listening to audio), this module computes, from its features:
 
-* :func:`frechet_distance` between the penultimate features of two sets of clips (generated vs
-  real held-out); the same distance between real training and real held-out clips is the *floor*
-  a perfect generator would reach with as many clips (the estimate is biased by the sample size,
-  so compare a model's value only with the floor computed at the same size);
-* :func:`inception_score`, ``exp E_x KL(p(y|x) || p(y))`` from the classifier's probabilities: 1 (no
-  genre recognisable, or a single genre) up to the number of genres (every clip confidently one
-  genre, genres balanced); its value on real clips is the reference;
+* :func:`frechet_distance` between two sets of clips (generated vs real held-out). The estimate is
+  biased by the sample size, so it is read against a *floor* computed at the same size: two
+  disjoint halves of the held-out files (:func:`split_halves`), real music against real music;
+* :func:`kernel_distance`, the unbiased squared MMD with the cubic polynomial kernel of the KID
+  (Bińkowski et al. 2018): no bias from the sample size, so its floor is about zero;
 * :func:`originality`: for each generated clip, the nearest training clip by cosine distance of
   the features, compared with how near *real unseen* music comes to the training set (held-out
   clips against training clips). A clip nearer to the training set than all but ``percentile`` %
   of held-out clips is flagged as a possible copy (see :func:`originality` for why).
 
-Shapes: features ``(N, D)``, probabilities ``(N, K)``, labels ``(N,)``. Everything runs in float64
-on the CPU (small matrices).
+Shapes: features ``(N, D)``, labels ``(N,)``. Everything runs in float64 on the CPU (small matrices).
 """
 from __future__ import annotations
 
@@ -66,13 +63,39 @@ def frechet_distance(a, b) -> float:
     return float(d.clamp_min(0))
 
 
-def inception_score(probs) -> float:
-    """``exp(mean_x KL(p(y|x) || mean_x p(y|x)))`` from class probabilities ``(N, K)`` (rows sum to 1)."""
-    p = _matrix(probs, "inception_score")
-    p = p.clamp_min(1e-12)
-    p = p / p.sum(1, keepdim=True)
-    kl = (p * (p.log() - p.mean(0, keepdim=True).log())).sum(1)
-    return float(kl.mean().exp())
+def kernel_distance(a, b) -> float:
+    """Unbiased squared MMD between ``(N_a, D)`` and ``(N_b, D)`` with ``k(x, y) = (x.y / D + 1)^3`` (KID).
+
+    Unbiased: the diagonal terms are left out, so two samples of one distribution give about 0 (it
+    can come out slightly negative) whatever the sample sizes.
+    """
+    a, b = _matrix(a, "kernel_distance: first set", 2), _matrix(b, "kernel_distance: second set", 2)
+    if a.shape[1] != b.shape[1]:
+        raise ConfigError(f"kernel_distance: feature sizes differ ({a.shape[1]} vs {b.shape[1]})")
+    d = a.shape[1]
+    kaa, kbb, kab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+    n, m = len(a), len(b)
+    return float((kaa.sum() - kaa.trace()) / (n * (n - 1)) + (kbb.sum() - kbb.trace()) / (m * (m - 1))
+                 - 2 * kab.mean())
+
+
+def split_halves(groups, labels, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices of two halves of items whose ``groups`` (e.g. source files) never straddle the halves.
+
+    Groups are dealt alternately within each label (seeded), so both halves hold every label when it
+    has at least two groups. ``groups (N,)`` and ``labels (N,)``; returns ``(first, second)``.
+    """
+    groups, labels = [int(x) for x in groups], [int(x) for x in labels]
+    g = torch.Generator().manual_seed(int(seed))
+    side: dict[int, int] = {}
+    for label in sorted(set(labels)):
+        members = sorted({grp for grp, lab in zip(groups, labels) if lab == label})
+        order = torch.randperm(len(members), generator=g).tolist()
+        for k, i in enumerate(order):
+            side.setdefault(members[i], k % 2)
+    first = [i for i, grp in enumerate(groups) if side[grp] == 0]
+    second = [i for i, grp in enumerate(groups) if side[grp] == 1]
+    return first, second
 
 
 def cosine_nearest(query, reference, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +117,7 @@ def cosine_nearest(query, reference, chunk: int = 1024) -> tuple[torch.Tensor, t
 def originality(generated, train, heldout, percentile: float = COPY_PERCENTILE) -> dict:
     """Nearest training clip of every generated clip, and which ones look copied.
 
-    ``generated (G, D)``, ``train (R, D)``, ``heldout (H, D)``: classifier features. The reference
+    ``generated (G, D)``, ``train (R, D)``, ``heldout (H, D)``: judge features. The reference
     is the distribution of nearest-training-clip distances of *held-out* real clips: music the
     model never saw, from the same genres, recordings and production, so by construction not a
     copy. A generated clip is flagged when it is closer to a training clip than the
@@ -134,11 +157,6 @@ def balanced_subset(labels, n: int, seed: int = 0) -> torch.Tensor:
         seen[c] = rank[i].item() + 1
     keys = rank * (len(labels) + 1) + torch.argsort(order)  # by turn, then shuffled position
     return torch.sort(torch.argsort(keys)[:n]).values
-
-
-def softmax(logits) -> torch.Tensor:
-    """Class probabilities ``(N, K)`` from logits (float64)."""
-    return torch.as_tensor(logits).double().softmax(-1)
 
 
 def fmt_seconds(s: float | None) -> str:

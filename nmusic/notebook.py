@@ -24,16 +24,16 @@ class Profile:
     synth_files_per_genre: int  # embedded dataset size
     synth_seconds: float
     clip_seconds: float  # manifest: shorter files are skipped
-    classifier_steps: int
+    judge_steps: int  # training steps of the genre judge (nmusic.judge)
     train_seconds: float  # time budget per training run in the notebooks
     n_generate: int  # clips generated per genre
     show_per_genre: int  # spectrograms / players shown per genre
 
 
 PROFILES = {
-    "test": Profile("test", synth_files_per_genre=3, synth_seconds=6.0, clip_seconds=2.0, classifier_steps=30,
+    "test": Profile("test", synth_files_per_genre=3, synth_seconds=6.0, clip_seconds=2.0, judge_steps=30,
                     train_seconds=12.0, n_generate=2, show_per_genre=1),
-    "full": Profile("full", synth_files_per_genre=12, synth_seconds=30.0, clip_seconds=2.0, classifier_steps=400,
+    "full": Profile("full", synth_files_per_genre=12, synth_seconds=30.0, clip_seconds=2.0, judge_steps=200,
                     train_seconds=1800.0, n_generate=4, show_per_genre=2),
 }
 
@@ -95,7 +95,7 @@ def ensure_cache(work: Path, prof: Profile, sample_rate: int) -> Path:
     from .audio import SpecParams
     from .demo import DemoBudget, prepare_embedded
 
-    budget = DemoBudget(prof.synth_files_per_genre, prof.synth_seconds, prof.train_seconds, prof.classifier_steps,
+    budget = DemoBudget(prof.synth_files_per_genre, prof.synth_seconds, prof.train_seconds, prof.judge_steps,
                         prof.n_generate, prof.n_generate)
     spec = SpecParams(sample_rate=sample_rate)
     return prepare_embedded(Path(work) / f"embedded-{sample_rate}", budget, spec)[2]

@@ -67,17 +67,19 @@ def bar_chart(values: dict[str, float], ylabel: str, title: str = "", path=None)
 
 
 def confusion(cm, genres: list[str], title: str = "", path=None):
-    """Confusion matrix (rows: true genre, columns: predicted)."""
-    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    """Confusion matrix (rows: true or asked-for genre, columns: the judge's answer; a last column
+    beyond the genres counts "undecided")."""
     cm = torch.as_tensor(cm)
+    cols = list(genres) + ["undecided"] * (cm.shape[1] - len(genres))
+    fig, ax = plt.subplots(figsize=(3.8 + 0.5 * (len(cols) - len(genres)), 3.4))
     ax.imshow(cm.numpy(), cmap="Blues")
-    ax.set_xticks(range(len(genres)), genres, rotation=45, ha="right")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(genres)), genres)
-    for i in range(len(genres)):
-        for j in range(len(genres)):
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=9)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel("judged")
+    ax.set_ylabel("true / asked for")
     ax.set_title(title, fontsize=9)
     return _finish(fig, path)
 

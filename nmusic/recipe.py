@@ -109,6 +109,10 @@ class Recipe:
     #: Config fields that may change between sessions of one run because they steer what is
     #: trained, not what the model is (e.g. MelNet's ``train_tiers``: train tier by tier).
     schedule_fields: tuple[str, ...] = ()
+    #: Whether the first validation metric (lower is better) picks ``best.pt``. False when it does not
+    #: measure sample quality (cMelGAN's per-bin statistics, which a trivial fake would win): then
+    #: there is no ``best.pt`` and generation uses the latest checkpoint.
+    selects_best: bool = True
 
     def __init__(self, config, spec: SpecParams, genres: list[str]):
         self.config = config

@@ -532,7 +532,8 @@ class Trainer:
                 self._record(entry)
                 key = next(iter(totals))
                 value = entry[f"val_{key}"]
-                if math.isfinite(value) and (self.best is None or value < self.best["value"]):
+                if self.recipe.selects_best and math.isfinite(value) and (
+                        self.best is None or value < self.best["value"]):
                     self.best = {"metric": f"val_{key}", "value": value, "step": self.step}
                     is_best = True
         if self.world_size > 1:
@@ -640,31 +641,50 @@ def load_states(recipe: Recipe, state: dict, path, optimizers: bool = False) -> 
                               f"written with another config or code version; use a matching run directory") from None
 
 
+def describe_checkpoint(state: dict) -> str:
+    """``ckpt-00004000.pt (step 4000, the latest)``: which checkpoint :func:`load_run` took, and why."""
+    name = Path(state.get("checkpoint_path") or "?").name
+    return f"{name} (step {state.get('step', '?')}, {state.get('checkpoint_choice') or 'given'})"
+
+
 def load_run(run_dir_or_ckpt, device="cpu", registry: dict | None = None, which: str = "best") -> tuple[Recipe, dict]:
     """Rebuild the trained recipe of a run (in eval mode on ``device``) and return it with its checkpoint.
 
-    ``run_dir_or_ckpt``: a run directory (``which="best"``: ``best.pt`` when there is one, else the
-    newest checkpoint; ``which="latest"``: the newest) or a checkpoint file. ``registry`` maps model
-    names to ``(presets, RecipeClass)`` (default: :func:`nmusic.models.registry`).
+    ``run_dir_or_ckpt``: a run directory or a checkpoint file. In a directory, ``which="best"`` takes
+    ``best.pt`` when the model selects one by validation (MelNet: held-out likelihood), else the newest
+    checkpoint (cMelGAN keeps no ``best.pt``: its validation statistic is not a quality measure);
+    ``which="latest"`` takes the newest. The returned dict also says which file it was
+    (``checkpoint_path``) and why (``checkpoint_choice``; :func:`describe_checkpoint` prints both).
+    ``registry`` maps model names to ``(presets, RecipeClass)`` (default: :func:`nmusic.models.registry`).
     """
     path = Path(run_dir_or_ckpt)
     if which not in ("best", "latest"):
         raise ConfigError(f"which must be 'best' or 'latest' (got {which!r})")
-    if path.is_dir():
-        best = path / BEST
-        candidates = ([best] if which == "best" and best.is_file() else []) + list(reversed(list_checkpoints(path)))
-        usable = [p for p in candidates if looks_complete(p)]
-        if not usable:
-            raise CheckpointError(f"no complete checkpoint in {path}; train a model into it first "
-                                  f"(`nmusic train MODEL --run {path}`)")
-        path = usable[0]
-    state = load_checkpoint(path)
     if registry is None:
         try:
             from .models import registry as model_registry
             registry = model_registry()
         except ImportError as e:
             raise CheckpointError(f"{path}: the model code could not be imported ({e}); reinstall nmusic") from None
+    choice = "given"
+    state = None
+    if path.is_dir():
+        newest = [p for p in reversed(list_checkpoints(path)) if looks_complete(p)]
+        best = path / BEST
+        if which == "best" and best.is_file() and looks_complete(best):
+            state = load_checkpoint(best)
+            entry = registry.get(state.get("model"))
+            if entry is not None and entry[1].selects_best:
+                path, choice = best, f"the best by validation {(state.get('best') or {}).get('metric', '')}".strip()
+            else:
+                state = None  # a best.pt this model family does not select by (older cMelGAN runs)
+        if state is None:
+            if not newest:
+                raise CheckpointError(f"no complete checkpoint in {path}; train a model into it first "
+                                      f"(`nmusic train MODEL --run {path}`)")
+            path, choice = newest[0], "the latest"
+    if state is None:
+        state = load_checkpoint(path)
     model = state.get("model")
     if model not in registry:
         raise CheckpointError(f"{path} holds a {model!r} model, which this nmusic does not know "
@@ -681,4 +701,5 @@ def load_run(run_dir_or_ckpt, device="cpu", registry: dict | None = None, which:
     recipe.to(resolve_device(device) if isinstance(device, str) else torch.device(device))
     for m in recipe.modules.values():
         m.eval()
+    state["checkpoint_path"], state["checkpoint_choice"] = str(path), choice
     return recipe, state

@@ -28,9 +28,10 @@
 #    clip's Griffin-Lim reconstruction (the best a spectrogram model can sound with this inversion);
 # 2. **blind test**: rate shuffled, unlabeled clips from 1 to 5; the mean opinion score per source
 #    with 95% confidence intervals fills the MOS column;
-# 3. **metrics**: genre accuracy judged by a classifier trained on real clips only, Fréchet distance
-#    of its features with the real-vs-real floor, inception score, and originality — which training
-#    file each generated clip resembles most (the question of section 7) — plus Table 1's own columns.
+# 3. **metrics**: genre accuracy of the generated *audio*, by two judges trained on real clips only
+#    and held to account by trivial fakes (which must score at chance), Fréchet and kernel distances
+#    of the judge's features with their real-vs-real floors, and originality — which training file
+#    each generated clip resembles most (the question of section 7) — plus Table 1's own columns.
 #
 # The same metrics come from the command line: `nmusic evaluate RUN_DIR [RUN_DIR ...] --out DIR`.
 
@@ -165,22 +166,33 @@ if mos:
 
 # %% [markdown]
 # ## Metrics and Table 1
-# `evaluate_runs` trains the genre classifier on the real training clips once per spectrogram
-# setting (or reuses the one saved next to the cache), generates clips of every genre from each run
-# and writes `metrics.json`, `metrics.md` and figures to `WORK/eval`. Read the Fréchet distance
-# against its floor (real training vs real held-out clips, as many as generated) and the copies
-# flagged against the ~5% expected by chance.
+# `evaluate_runs` trains the two genre judges on the real training clips once per data and
+# spectrogram setting (or reuses the ones saved next to the cache), holds them to account with
+# trivial fakes, generates clips of every genre from each run, inverts them to audio and writes
+# `metrics.json`, `metrics.md` and figures to `WORK/eval`. First: are the judges fooled? A judge
+# that gives a fake its genre above chance + 10 points is reported invalid.
 
 # %%
-from nmusic.evaluate import evaluate_runs, table1_markdown  # noqa: E402
+from nmusic.evaluate import evaluate_runs, table1_markdown, validity_markdown  # noqa: E402
 
 metrics = evaluate_runs(RUN_DIRS, WORK / "eval", cache_path=CACHE, device=str(panel.device),
-                        n_per_genre=4 * PROFILE.n_generate, classifier_steps=PROFILE.classifier_steps,
+                        n_per_genre=4 * PROFILE.n_generate, judge_steps=PROFILE.judge_steps,
                         ratings=RATINGS_CSV, test_id=test.test_id, progress=False)
+for ref in metrics["reference"]:
+    display(Markdown(validity_markdown(ref)))
+
+# %% [markdown]
+# Then Table 1: the genre accuracy of each model's audio next to its ceiling (real held-out clips
+# after the same inversion), both judges and how often they agree; the distances next to their
+# floors (other real held-out files in the generated clips' place); copies flagged against the ~5%
+# expected by chance.
+
+# %%
 display(Markdown(table1_markdown(metrics)))
 
 # %%
 for r in metrics["runs"]:
+    print(f"{r['name']}: {r['checkpoint_choice']} checkpoint, step {r['step']}")
     plots.confusion(r["accuracy_generated"]["confusion"], cache.genres, f"{r['name']}: generated (rows: asked for)")
     plots.nearest_distances(r["originality"]["heldout_distance"], [c["distance"] for c in r["originality"]["clips"]],
                             r["originality"]["threshold"], f"{r['name']}: distance to the nearest training clip")
@@ -189,7 +201,7 @@ plots.fd_bars([r["name"] for r in metrics["runs"]], [r["fd"] for r in metrics["r
 
 # %% [markdown]
 # ### Whom does each generated clip resemble?
-# The nearest training clip of every generated clip (cosine distance of classifier features), and
+# The nearest training clip of every generated clip (cosine distance of the judge's features), and
 # whether it is suspiciously near: nearer than 95% of real held-out clips come to the training set.
 
 # %%

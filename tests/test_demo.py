@@ -6,7 +6,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-REQUIRED = ("model", "preset", "params", "train_seconds", "train_khz", "genres")
+REQUIRED = ("model", "preset", "params", "train_seconds", "train_khz", "genres", "judges", "generated",
+            "checkpoint")
 
 
 def test_quick_demo_writes_a_complete_report(quick_demo):
@@ -27,8 +28,15 @@ def test_quick_demo_writes_a_complete_report(quick_demo):
             assert sr == on_disk["spec"]["sample_rate"] and len(data) > sr  # more than a second of audio
             assert Path(f["png"]).stat().st_size > 1000
             assert wav.relative_to(out).as_posix() in md
-        assert 0.0 <= g["classifier_accuracy"] <= 1.0
+        assert 0.0 <= g["judge_accuracy"] <= 1.0 and 0.0 <= g["feature_judge_accuracy"] <= 1.0
     assert (out / "runs" / "cmelgan-tiny" / "run.json").is_file()
+    from nmusic.fakes import FAKES
+    judges = on_disk["judges"]
+    assert set(FAKES) <= set(judges["rows"]) and set(judges["valid"]) == {"judge", "features"}
+    gen = on_disk["generated"]
+    for key in ("judge_accuracy", "feature_judge_accuracy", "ceiling", "fd", "fd_floor", "kd", "kd_floor"):
+        assert key in gen, key
+    assert "Are the judges fooled?" in md and "(eval/fd.png)" in md and (out / "eval" / "metrics.json").is_file()
 
 
 def test_demo_cli_rejects_a_bad_budget(tmp_path):

@@ -1,4 +1,4 @@
-"""``nmusic evaluate`` on the quick demo's run: Table 1, accuracies, FD with its floor, originality."""
+"""``nmusic evaluate`` on the quick demo's run: Table 1, judges held to account, distances with floors, originality."""
 import json
 import shutil
 import subprocess
@@ -11,7 +11,7 @@ import torch
 from nmusic.audio import SpecParams
 from nmusic.dataset import AudioCache, split_by_file
 from nmusic.errors import ConfigError
-from nmusic.evaluate import (VAL_FRACTION, Context, find_cache, find_runs, table1_markdown, tile_chunks,
+from nmusic.evaluate import (VAL_FRACTION, EvaluationData, find_cache, find_runs, table1_markdown, tile_chunks,
                              training_speed)
 
 
@@ -34,11 +34,12 @@ def test_evaluate_writes_table1_and_metrics(evaluated):
     m = json.loads((out / "metrics.json").read_text())
     md = (out / "metrics.md").read_text()
     assert "Table 1" in r.stdout and md in r.stdout
-    assert "reusing the genre classifier" in r.stderr and str(demo / "classifier.pt") in r.stderr, \
-        "the classifier the demo trained is reused"
+    assert "reusing the judge" in r.stderr and "reusing the feature judge" in r.stderr, "the demo's judges are reused"
+    assert "ckpt-" in r.stderr and "the latest" in r.stderr, "it says which checkpoint it evaluates"
     (run,) = m["runs"]
     genres = report["genre_list"]
     assert run["name"] == "cmelgan-tiny" and run["model"] == "cmelgan" and run["n_generated"] == 3 * len(genres)
+    assert run["checkpoint"] == report["checkpoint"], "the demo's samples and the evaluation use one checkpoint"
     from nmusic.trainer import load_run
     recipe, _ = load_run(report["run_dir"])
     trained = sum(p.numel() for n in ("generator", "discriminator") for p in recipe.modules[n].parameters())
@@ -49,12 +50,13 @@ def test_evaluate_writes_table1_and_metrics(evaluated):
     cache = AudioCache.load(demo / "data" / "cache.pt")
     train, val = split_by_file(cache, VAL_FRACTION, 0)
     assert run["epoch_seconds"] == pytest.approx(float(cache.lengths[train].sum()) / (speed["train_khz"] * 1000))
-    for acc in (run["accuracy_generated"], run["accuracy_real_heldout"]):
-        assert 0 <= acc["accuracy"] <= 1 and sorted(acc["per_genre"]) == sorted(genres)
+    for key in ("accuracy_generated", "accuracy_generated_features", "accuracy_ceiling", "accuracy_ceiling_features"):
+        acc = run[key]
+        assert 0 <= acc["accuracy"] <= 1 and sorted(acc["per_genre"]) == sorted(genres), key
     assert sum(map(sum, run["accuracy_generated"]["confusion"])) == run["n_generated"]
-    assert run["accuracy_real_heldout"]["n"] == run["fd_n"]["heldout"] > 0
-    assert run["fd"] > 0 and run["fd_floor"] >= 0
-    assert 1 <= run["inception_score"] <= len(genres) and 1 <= run["inception_score_real"] <= len(genres)
+    assert 0 <= run["judges_agree"] <= 1
+    assert run["fd"] > 0 and run["n_reference"] >= 2
+    assert (run["fd_floor"] is None) == (run["n_floor"] < 2)
     o = run["originality"]
     assert len(o["clips"]) == run["n_generated"] and o["flagged"] == sum(c["flagged"] for c in o["clips"])
     train_paths = {cache.paths[i] for i in train}
@@ -62,12 +64,22 @@ def test_evaluate_writes_table1_and_metrics(evaluated):
         assert c["nearest_path"] in train_paths, "neighbours are training clips, never held-out ones"
         assert c["distance"] >= 0 and (c["distance"] < o["threshold"]) <= c["flagged"]
         assert f"`{c['nearest_path']}`" in md
-    (gl,) = m["reference"]
+    (ref,) = m["reference"]
+    gl = ref["griffin_lim"]
     assert gl["spectral_convergence_db"] < 0 and gl["log_spectral_distance_db"] > 0
-    assert gl["dataset"]["val_files"] == len(val) and gl["classifier"]["reused"]
+    assert ref["dataset"]["val_files"] == len(val) and ref["judge"]["reused"]
+    from nmusic.fakes import FAKES, PROBES
+    assert set(ref["rows"]) == {"real", "real-inverted", *FAKES, *PROBES}
+    for row in ref["rows"].values():
+        assert sum(row["assigned"].values()) == row["judge"]["n"] == sum(row["assigned_features"].values())
+    for kind in ("judge", "features"):
+        v = ref["verdict"][kind]
+        assert v["valid"] == all(ref["rows"][f][kind]["accuracy"] <= v["limit"] for f in FAKES)
+        assert ("INVALID" in md) >= (not v["valid"]), "an invalid judge is reported as such"
+    assert "Are the judges fooled?" in md
     table = table1_markdown(m)
     assert table in md and "cMelGAN (tiny)" in table and "| Griffin-Lim |" in table and "| Real audio |" in table
-    for png in ["fd.png", *run["images"].values(), *gl["images"].values()]:
+    for png in ["fd.png", *run["images"].values(), *ref["images"].values()]:
         assert (out / png).stat().st_size > 1000 and f"]({png})" in md
 
 
@@ -115,23 +127,24 @@ def test_evaluate_cli_errors(quick_demo, tmp_path):
     assert r.returncode == 2 and "--cache" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_classifier_is_trained_once_per_setting_then_reused(quick_demo, tmp_path):
+def test_judges_are_trained_once_per_setting_then_reused(quick_demo, tmp_path):
     demo, _ = quick_demo
-    cache_path = tmp_path / "data" / "cache.pt"  # no demo classifier next to this copy
+    cache_path = tmp_path / "data" / "cache.pt"  # no demo judges next to this copy
     cache_path.parent.mkdir()
     shutil.copy(demo / "data" / "cache.pt", cache_path)
-    ctx = Context(cache_path, SpecParams(), 0, torch.device("cpu"))
-    clf = ctx.classifier(tmp_path / "out", steps=2, progress=False)
-    assert not ctx.clf_reused and ctx.clf_path.parent == cache_path.parent and ctx.clf_path.is_file()
-    assert clf.metrics["data_fingerprint"] == ctx.fingerprint and clf.metrics["steps"] == 2
-    again = Context(cache_path, SpecParams(), 0, torch.device("cpu"))
-    again.classifier(tmp_path / "out", steps=2, progress=False)
-    assert again.clf_reused and again.clf_path == ctx.clf_path
-    other_split = Context(cache_path, SpecParams(), 1, torch.device("cpu"))
-    same = split_by_file(ctx.cache, VAL_FRACTION, 1) == split_by_file(ctx.cache, VAL_FRACTION, 0)
-    assert (other_split.fingerprint == ctx.fingerprint) == same, "another split needs another classifier"
-    other_spec = Context(cache_path, SpecParams(n_mels=32), 0, torch.device("cpu"))
-    assert other_spec.fingerprint != ctx.fingerprint and other_spec.name.startswith("spec-")
+    data = EvaluationData(cache_path, SpecParams(), 0, torch.device("cpu"))
+    judge, feature_judge = data.judges(tmp_path / "out", steps=2, progress=False)
+    assert not data.reused["judge"] and not data.reused["feature_judge"]
+    assert Path(data.judge_paths["judge"]).parent == cache_path.parent and Path(data.judge_paths["judge"]).is_file()
+    assert judge.metrics["data_fingerprint"] == data.fingerprint and judge.metrics["steps"] == 2
+    again = EvaluationData(cache_path, SpecParams(), 0, torch.device("cpu"))
+    again.judges(tmp_path / "out", steps=2, progress=False)
+    assert again.reused == {"judge": True, "feature_judge": True} and again.judge_paths == data.judge_paths
+    other_split = EvaluationData(cache_path, SpecParams(), 1, torch.device("cpu"))
+    same = split_by_file(data.cache, VAL_FRACTION, 1) == split_by_file(data.cache, VAL_FRACTION, 0)
+    assert (other_split.fingerprint == data.fingerprint) == same, "another split needs other judges"
+    other_spec = EvaluationData(cache_path, SpecParams(n_mels=32), 0, torch.device("cpu"))
+    assert other_spec.fingerprint != data.fingerprint and other_spec.name.startswith("spec-")
 
 
 def test_tile_chunks_and_training_speed():
@@ -145,18 +158,3 @@ def test_tile_chunks_and_training_speed():
     assert s["train_khz"] == pytest.approx(10 * 4 * 2 * 32 * 256 / 2.0 / 1000)
     assert training_speed({"step": 0, "elapsed_s": 0.0, "model_config": {"batch_size": 4, "clip_frames": 8}},
                           spec)["train_khz"] is None
-
-
-def test_batchnorm_statistics_are_re_estimated_after_training():
-    from nmusic.audio import MelFrontEnd
-    from nmusic.classifier import GenreCNN, recalibrate_batchnorm
-
-    fe, model = MelFrontEnd(SpecParams()), GenreCNN(3, width=4)
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(4, 4096, generator=g) * 0.3, torch.zeros(4, dtype=torch.long)) for _ in range(3)]
-    recalibrate_batchnorm(model, fe, batches, batches=2)
-    conv, bn = model.body[0][0], model.body[0][1]
-    with torch.no_grad():
-        first = conv(torch.cat([fe(w) for w, _ in batches[:2]]).unsqueeze(1))
-    assert torch.allclose(bn.running_mean, first.mean((0, 2, 3)), atol=1e-5), "plain average over the batches"
-    assert model.training, "the mode is left as it was"

@@ -1,4 +1,4 @@
-"""Fréchet distance, inception score, nearest neighbours and the copy flag, against closed forms."""
+"""Fréchet and kernel distances, halves for their floors, nearest neighbours and the copy flag."""
 import math
 
 import pytest
@@ -38,14 +38,27 @@ def test_frechet_distance_with_fewer_clips_than_features_and_bad_input():
         M.frechet_distance(a, b.clone().fill_(float("nan")))
 
 
-def test_inception_score_bounds():
-    k = 4
-    confident = torch.eye(k).repeat(5, 1)  # every clip sure of one genre, genres balanced
-    assert M.inception_score(confident) == pytest.approx(k, rel=1e-6)
-    assert M.inception_score(torch.full((20, k), 1 / k)) == pytest.approx(1.0)  # no genre recognisable
-    assert M.inception_score(torch.eye(k)[[0] * 20]) == pytest.approx(1.0)  # one genre only
-    mixed = M.inception_score(M.softmax(gaussian(50, k, 3) * 2))
-    assert 1.0 < mixed < k
+def test_kernel_distance_is_unbiased_and_grows_with_the_shift():
+    same = [M.kernel_distance(gaussian(50, 8, 2 * i), gaussian(60, 8, 2 * i + 1)) for i in range(20)]
+    assert abs(sum(same) / len(same)) < 0.02, "two samples of one distribution: about 0 on average"
+    assert min(same) < 0 < max(same), "unbiased: it scatters around 0, not above it"
+    a = gaussian(100, 8, 0)
+    near, far = M.kernel_distance(a, gaussian(100, 8, 1) + 0.5), M.kernel_distance(a, gaussian(100, 8, 1) + 2.0)
+    assert 0.02 < near < far
+    assert M.kernel_distance(a, gaussian(80, 8, 1) + 1) == pytest.approx(M.kernel_distance(gaussian(80, 8, 1) + 1, a))
+    with pytest.raises(ConfigError, match="feature sizes differ"):
+        M.kernel_distance(a, a[:, :3])
+
+
+def test_split_halves_keeps_groups_together_and_labels_on_both_sides():
+    groups = [0, 0, 1, 1, 1, 2, 3, 3, 4, 5, 5, 5]
+    labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    first, second = M.split_halves(groups, labels, seed=3)
+    assert sorted(first + second) == list(range(len(groups)))
+    assert not {groups[i] for i in first} & {groups[i] for i in second}, "a file never straddles the halves"
+    for half in (first, second):
+        assert {labels[i] for i in half} == {0, 1}
+    assert M.split_halves(groups, labels, seed=3) == (first, second)
 
 
 def test_cosine_nearest_and_originality_flags_copies():

@@ -58,8 +58,10 @@ One optimisation step (:meth:`CMelGANRecipe.train_step`)
 
 Validation (:meth:`CMelGANRecipe.eval_step`): ``stat_distance``, the mean over the genres in the batch
 of ``|mean_real - mean_fake| + |std_real - std_fake|`` per mel bin (averaged over bins), with
-statistics over clips and frames and fakes from the EMA generator with fixed noise. Lower is better;
-it is zero only when every genre's per-bin level and spread are reproduced.
+statistics over clips and frames and fakes from the EMA generator with fixed noise. It is logged to
+watch training, and nothing more: per-bin Gaussian noise with the right mean and spread would win
+it, so it does not pick a "best" checkpoint (``selects_best = False``); generation and evaluation use
+the latest checkpoint, and :mod:`nmusic.evaluate` judges the audio.
 
 Shapes: spectrograms ``(B, n_mels, clip_frames)`` normalised log-mel in [-1, 1]; genres ``(B,)`` int64.
 """
@@ -291,6 +293,7 @@ class CMelGANRecipe(Recipe):
     optimisers ``generator`` and ``discriminator`` (Adam)."""
 
     name = "cmelgan"
+    selects_best = False  # stat_distance is watched, not trusted: the latest checkpoint is used
 
     def __init__(self, config: CMelGANConfig, spec: SpecParams, genres: list[str]):
         super().__init__(config, spec, genres)
