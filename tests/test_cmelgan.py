@@ -315,10 +315,11 @@ def test_generator_step_skips_discriminator_weight_gradients_only():
     assert all(p.grad is None for p in D.parameters())
 
 
-@pytest.mark.parametrize("conditioning", ["projection", "concat", "both"])
-def test_repeated_blocks_give_the_same_logits_features_and_gradients(conditioning):
+@pytest.mark.parametrize("conditioning,temporal", [("projection", ()), ("concat", ()), ("both", ()),
+                                                   ("projection", (1, 4))])
+def test_repeated_blocks_give_the_same_logits_features_and_gradients(conditioning, temporal):
     """D steps score [real, fake, real with wrong genres]: the convolutions may run once for both real blocks."""
-    r = mini(conditioning=conditioning)
+    r = mini(conditioning=conditioning, d_temporal_scales=temporal)
     D = r.modules["discriminator"].eval()          # eval: spectral norm stops iterating between the calls
     mel, genre = batch(r)
     B = len(genre)
@@ -338,3 +339,21 @@ def test_repeated_blocks_give_the_same_logits_features_and_gradients(conditionin
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
     assert (outs[0][0][2 * B:] - outs[0][0][:B]).abs().max() > 0    # the wrong genre still changes the logit
     assert seen == [3 * B, 3 * B if conditioning != "projection" else 2 * B]   # concat: the genre is an input
+
+
+def test_temporal_discriminators_score_whole_frames_per_scale():
+    r = mini(d_temporal_scales=(1, 2, 4), d_temporal_channels=8)
+    D = r.modules["discriminator"]
+    mel, genre = batch(r)
+    logits, feats = D(mel, genre, features=True, segment=len(genre))
+    assert logits.shape == (len(genre), 4), "the 2-D logit, then one per temporal scale"
+    assert [d.scale for d in D.temporal.discriminators] == [1, 2, 4]
+    assert len(feats) == len(r.config.d_channels) + 3 * 5, "feature matching sees the temporal maps too"
+    shifted = D(torch.roll(mel, 1, dims=1), genre, segment=len(genre))   # the same frames with other bins
+    assert (shifted[:, 1:] - logits[:, 1:]).abs().max() > 0
+    before = flat(D.temporal)
+    logs = r.train_step(mel, genre, ctx())
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in logs.values())
+    assert not torch.equal(before, flat(D.temporal)), "the temporal discriminators are trained"
+    with pytest.raises(ConfigError, match="d_temporal_scales"):
+        mini(d_temporal_scales=(8,))                       # 32 frames / 8 leaves 4 pooled frames

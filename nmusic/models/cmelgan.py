@@ -85,7 +85,7 @@ from .cmelgan_generator import Generator
 LOSSES = ("hinge", "bce", "lsgan")
 CONDITIONINGS = ("projection", "concat", "both")
 _TUPLE_FIELDS = ("g_channels", "upsample_factors", "finetune_kernels", "res_dilations", "d_channels",
-                 "d_kernels", "d_strides", "d_groups", "betas")
+                 "d_kernels", "d_strides", "d_groups", "d_temporal_scales", "betas")
 
 
 @dataclass
@@ -110,6 +110,8 @@ class CMelGANConfig:
     d_strides: tuple[int, ...] = (2, 2, 2, 2)
     d_groups: tuple[int, ...] = (1, 4, 8, 1)
     d_minibatch_std: int = 4                   # group size of the minibatch-std channel (0 = off)
+    d_temporal_scales: tuple[int, ...] = ()    # temporal discriminators over whole frames, time pooled by each
+    d_temporal_channels: int = 128
     spectral_norm: bool = True
     # objective
     loss: str = "hinge"                        # "hinge" | "bce" (the paper) | "lsgan"
@@ -193,6 +195,11 @@ def check_geometry(c: CMelGANConfig, n_mels: int) -> None:
     _require(h >= 1 and w >= 1, "d_strides", "the discriminator downsamples below one pixel")
     _require(isinstance(c.d_minibatch_std, int) and c.d_minibatch_std >= 0, "d_minibatch_std",
              "must be an integer >= 0 (0 = off)")
+    _require(_ints(c.d_temporal_scales) and all(s >= 1 and T // s >= 8 for s in c.d_temporal_scales),
+             "d_temporal_scales", f"must be integers >= 1 that leave at least 8 pooled frames of clip_frames={T}, "
+                                  f"got {list(c.d_temporal_scales)}")
+    _require(isinstance(c.d_temporal_channels, int) and c.d_temporal_channels >= 1, "d_temporal_channels",
+             "must be an integer >= 1")
     _require(not c.d_minibatch_std or c.d_groups[-1] == 1, "d_groups",
              "the last layer must have groups=1 when d_minibatch_std is on (it gets one extra input channel)")
     # objective and optimiser
@@ -305,7 +312,8 @@ class CMelGANRecipe(Recipe):
         G = Generator(n_genres, F_, T, c.z_dim, c.g_channels, c.upsample_factors, c.finetune_kernels,
                       c.use_finetune, c.res_dilations, c.leaky)
         D = Discriminator(n_genres, F_, T, c.d_channels, c.d_kernels, c.d_strides, c.d_groups,
-                          c.conditioning, c.spectral_norm, c.leaky, c.d_minibatch_std)
+                          c.conditioning, c.spectral_norm, c.leaky, c.d_minibatch_std, c.d_temporal_scales,
+                          c.d_temporal_channels)
         ema = copy.deepcopy(G).requires_grad_(False).eval()
         self.modules = {"generator": G, "discriminator": D, "generator_ema": ema}
         self.optimizers = {

@@ -32,9 +32,12 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
+from .cmelgan_temporal import TemporalDiscriminators
+
 
 class Discriminator(nn.Module):
-    """``forward(x (N, F, T), genre (N,), features=False, segment=N) -> logits (N,)`` (and feature maps).
+    """``forward(x (N, F, T), genre (N,), features=False, segment=N) -> logits (N,)`` (and feature maps);
+    ``(N, 1 + len(temporal_scales))`` with temporal discriminators (:mod:`.cmelgan_temporal`).
 
     ``segment``: the batch is a concatenation of blocks of this many samples (real, fake, ...); the
     minibatch-std groups never straddle two blocks.
@@ -42,7 +45,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, n_genres: int, n_mels: int, frames: int, channels, kernels, strides, groups,
                  conditioning: str = "projection", use_spectral_norm: bool = True, leaky: float = 0.2,
-                 minibatch_std: int = 0):
+                 minibatch_std: int = 0, temporal_scales=(), temporal_channels: int = 128):
         super().__init__()
         self.n_mels, self.frames, self.minibatch_std = n_mels, frames, minibatch_std
         self.concat = conditioning in ("concat", "both")
@@ -66,6 +69,9 @@ class Discriminator(nn.Module):
         self.linear = norm(nn.Linear(c_in, 1))
         if self.project:
             self.embed_project = norm(nn.Embedding(n_genres, c_in))
+        # Temporal discriminators (cmelgan_temporal): whole frames along time, one logit per scale.
+        self.temporal = TemporalDiscriminators(n_genres, n_mels, temporal_scales, temporal_channels, leaky,
+                                               minibatch_std) if temporal_scales else None
         # Channels-last weights make the convolutions run in NHWC: in NCHW oneDNN converts the grouped
         # convolutions' activations in every backward (1.2-1.4x slower per discriminator pass on a CPU).
         self.to(memory_format=torch.channels_last)
@@ -82,6 +88,8 @@ class Discriminator(nn.Module):
         if repeats and not self.concat:
             distinct = [b for b in distinct if b not in repeats]
             x = torch.cat([x[b * n:(b + 1) * n] for b in distinct])
+        group = math.gcd(self.minibatch_std or 1, n)
+        t_h, t_feats = self.temporal.trunks(x, group) if self.temporal is not None else ([], [])
         h = x.unsqueeze(1)                                                   # (B, 1, F, T)
         if self.concat:
             plane = self.embed_concat(genre).view(-1, 1, self.n_mels, self.frames).to(h.dtype)
@@ -89,7 +97,7 @@ class Discriminator(nn.Module):
         feats = []
         for i, layer in enumerate(self.layers):
             if self.minibatch_std and i == len(self.layers) - 1:
-                h = minibatch_std(h, math.gcd(self.minibatch_std, n))
+                h = minibatch_std(h, group)
             h = layer(h)                                                     # (B, C_i, F_i, T_i)
             feats.append(h)
         h = h.sum(dim=(2, 3))                                                # (B, C)
@@ -97,9 +105,13 @@ class Discriminator(nn.Module):
             rows = torch.cat([torch.arange(n) + distinct.index(repeats.get(b, b)) * n for b in range(blocks)])
             rows = rows.to(h.device)
             h, feats = h[rows], [f[rows] for f in feats] if features else feats
+            t_h, t_feats = [th[rows] for th in t_h], [f[rows] for f in t_feats] if features else t_feats
         logit = self.linear(h).squeeze(1)                                    # (B,)
         if self.project:
             logit = logit + (self.embed_project(genre) * h).sum(dim=1)
+        if self.temporal is not None:                                        # (B, 1 + scales)
+            logit = torch.cat([logit[:, None], self.temporal.heads(t_h, genre)], dim=1)
+            feats = feats + t_feats
         return (logit, feats) if features else logit
 
 
