@@ -55,13 +55,14 @@ def prepare_embedded(out: Path, budget: DemoBudget, spec, seed: int = 0, progres
 
 
 def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float | None = None, seed: int = 0,
-             progress: bool = True) -> dict:
+             progress: bool = True, device: str = "auto") -> dict:
     from .audio import spec_preset
     from .classifier import train_classifier
     from .dataset import split_by_file
     from .generate import sample_mels, write_clips
     from .models import registry
     from .train_run import train_model
+    from .trainer import resolve_device
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -74,21 +75,22 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     cfg = presets["tiny"]
     spec = spec_preset(cfg.spec)
     torch.manual_seed(seed)
+    dev = resolve_device(device)
 
     cache, manifest, cache_path = prepare_embedded(out, budget, spec, seed, progress)
     train_files, val_files = split_by_file(cache, val_fraction=0.25, seed=seed)
 
     run_dir = out / "runs" / f"{model}-tiny"
     summary = train_model(model, "tiny", cfg, cache_path=cache_path, run_dir=run_dir, steps=None,
-                          time_budget_s=train_seconds, resume=True, device="cpu", seed=seed, progress=progress)
+                          time_budget_s=train_seconds, resume=True, device=str(dev), seed=seed, progress=progress)
 
     clf = train_classifier(cache, train_files, val_files, spec, clip_frames=cfg.clip_frames,
-                           steps=budget.classifier_steps, seed=seed, progress=progress)
+                           steps=budget.classifier_steps, seed=seed, progress=progress, device=dev)
     clf.save(out / "classifier.pt")
 
     from .trainer import load_run
-    recipe, _ = load_run(run_dir, device="cpu")
-    fe = MelFrontEnd(spec)
+    recipe, _ = load_run(run_dir, device=dev)
+    fe = MelFrontEnd(spec).to(dev)
     n_eval = max(budget.eval_per_genre, budget.n_per_genre)
     genres_report = {}
     all_mels, all_labels = [], []

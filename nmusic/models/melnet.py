@@ -101,6 +101,7 @@ class MelNetRecipe(Recipe):
 
     name = "melnet"
     schedule_fields = ("train_tiers",)
+    recurrent = True
 
     def __init__(self, config: MelNetConfig, spec: SpecParams, genres: list[str]):
         super().__init__(config, spec, genres)
