@@ -124,9 +124,12 @@ class MelNetRecipe(Recipe):
         return [self.unwrap(self.modules[f"tier{g + 1}"]) for g in range(self.n_tiers)]
 
     def _check_genre(self, genre: torch.Tensor) -> None:
-        """Genre ids given on the CPU are checked (reading a GPU tensor's values would wait for the GPU)."""
-        if genre.device.type == "cpu" and genre.numel() and (int(genre.min()) < 0 or int(genre.max()) >= len(self.genres)):
-            raise ConfigError(f"genre ids must be in 0..{len(self.genres) - 1} ({self.genres}); got {genre.tolist()}")
+        """Genre ids given on the CPU are checked there (reading a GPU tensor's values would wait for the GPU)."""
+        if genre.device.type != "cpu" or not genre.numel():
+            return
+        ids = genre.numpy()
+        if ids.min() < 0 or ids.max() >= len(self.genres):
+            raise ConfigError(f"genre ids must be in 0..{len(self.genres) - 1} ({self.genres}); got {ids.tolist()}")
 
     # --- training -------------------------------------------------------------------------------
     def tier_loss(self, g: int, tiers: list, contexts: list, genre: torch.Tensor, ctx: StepContext) -> torch.Tensor:
