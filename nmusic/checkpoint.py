@@ -10,6 +10,7 @@ Layout of a run directory::
 
     ckpt-00001200.pt   the newest ``keep_last`` checkpoints (step number in the name)
     best.pt            the checkpoint with the lowest validation metric so far
+    session.lock       the training session writing here (see RunLock)
     run.json, history.json, loss.png, samples/...   (written by the trainer)
 
 Checkpoints are plain ``torch.save`` dicts of tensors and builtins (see ``nmusic.trainer`` for the

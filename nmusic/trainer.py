@@ -32,6 +32,7 @@ What the :class:`Trainer` owns (the :class:`~nmusic.recipe.Recipe` owns the mode
 Run directory::
 
     run.json  train.log  history.json  loss.png  ckpt-XXXXXXXX.pt ...  best.pt  samples/step-XXXXXXXX.png
+    session.lock   (while a session trains in it)
 
 What a recipe must respect (so that DDP, compile, AMP and exact resume work):
 

@@ -147,7 +147,7 @@ def test_a_model_at_another_rate_trains_on_your_data_prepared_again(notebook01, 
     cache = AudioCache.load(path)
     assert cache.sample_rate == 16000 and cache.genres == ["edm", "lofi"]
     out = capsys.readouterr().out
-    assert "preparing your data again at 16000 Hz" in out and f"training data: your data (notebook 01)" in out
+    assert "preparing your data again at 16000 Hz" in out and "training data: your data (notebook 01)" in out
     assert ensure_cache(work, profile("test"), 16000) == path          # kept for next time
 
 

@@ -187,6 +187,12 @@ def test_presets_are_complete_configs():
     assert PRESETS["paper-large"].clip_frames == spec_preset("melnet-paper").frames(3 * 22050)
 
 
+def test_genre_ids_given_on_the_cpu_are_checked():
+    recipe = MelNetRecipe(small_config(), SPEC, GENRES)
+    with pytest.raises(ConfigError, match=r"genre ids must be in 0..2 .*got \[0, 3\]"):
+        recipe.sample(torch.tensor([0, 3]), n_frames=4)
+
+
 def test_losses_are_returned_as_device_tensors_non_finite_included():
     """No host read in the step: the losses come back as 0-dim tensors (the trainer reads them once per
     log interval), and a NaN loss is returned rather than raised (the trainer decides what it means)."""
