@@ -58,6 +58,7 @@ def content(tmp_path, monkeypatch):
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-simulated")
     monkeypatch.setenv("NMUSIC_PROFILE", "test")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")         # toy sizes: one thread is faster, also on a busy machine
     monkeypatch.delenv("PYTHONPATH", raising=False)   # only what the first cell sets up may import nmusic
     return content
 

@@ -1,5 +1,6 @@
 """The one-command GPU check (``benchmarks/gpu_check.py``), run dry: every part on the CPU at toy sizes."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_check_dry_run_writes_the_report(tmp_path):
     out = tmp_path / "check"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     data = json.loads((out / "gpu-check.json").read_text())
     parts = data["parts"]
