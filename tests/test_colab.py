@@ -166,3 +166,34 @@ def test_data_is_never_swapped_silently(notebook01, tmp_path, capsys):
     path = ensure_cache(fresh, profile("test"), 16000)
     assert "the embedded procedural dataset: notebook 01 was not run" in capsys.readouterr().out
     assert path.is_file() and fresh in path.parents
+
+
+def test_in_colab_the_work_folder_is_on_google_drive_mounted_on_first_use(tmp_path, monkeypatch, capsys):
+    """No WORK_DIR given: the work goes to Drive (mounted if it is not yet); Colab's own ``drive.mount``
+    cannot run here, so a stand-in for it mounts a local folder."""
+    import types
+
+    from nmusic import notebook
+
+    drive, mounts = tmp_path / "drive", []
+
+    def mount(path):
+        mounts.append(path)
+        (Path(path) / "MyDrive").mkdir(parents=True)
+
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mount)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-simulated")
+    monkeypatch.setattr(notebook, "COLAB_DRIVE", drive)
+    monkeypatch.setattr(notebook, "COLAB_DRIVE_WORK", drive / "MyDrive" / "nmusic")
+    monkeypatch.setattr(notebook, "COLAB_SCRATCH", tmp_path / "scratch")
+    prof, work = notebook.setup(version=nmusic.__version__)
+    assert mounts == [str(drive)] and work == drive / "MyDrive" / f"nmusic{'.test' if prof.name == 'test' else ''}"
+    assert work.is_dir() and "on Google Drive" in capsys.readouterr().out
+    assert notebook.scratch_dir(work) == tmp_path / "scratch"          # extracted audio: the runtime's disk
+    notebook.setup(version=nmusic.__version__)
+    assert len(mounts) == 1                                              # mounted once per runtime
+    with pytest.raises(ConfigError, match="this notebook is for nmusic 0.0.1 .*rm -rf"):
+        notebook.setup(version="0.0.1")
