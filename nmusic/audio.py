@@ -119,22 +119,17 @@ class MelFrontEnd(torch.nn.Module):
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length, f_min=p.f_min, f_max=f_max,
             n_mels=p.n_mels, power=1.0, norm=p.mel_norm, mel_scale=p.mel_scale, center=True)
-        self.inverse_mel = torchaudio.transforms.InverseMelScale(
-            n_stft=p.n_fft // 2 + 1, n_mels=p.n_mels, sample_rate=p.sample_rate, f_min=p.f_min, f_max=f_max,
-            norm=p.mel_norm, mel_scale=p.mel_scale)
-        # One filterbank, both ways: the inverse uses the very tensor the analysis uses.
-        self.inverse_mel.fb = self.melspec.mel_scale.fb
+        # One filterbank, both ways: the inverse is the pseudo-inverse of the very filters the analysis
+        # uses, computed once in float64. It is the least-squares solution ``torch.linalg.lstsq`` (what
+        # torchaudio's InverseMelScale solves on every call) finds for full-rank filters, and the
+        # minimum-norm one otherwise, as one matmul that runs the same on every device.
+        fb = self.melspec.mel_scale.fb
+        self.register_buffer("fb_pinv", torch.linalg.pinv(fb.double().T).to(fb.dtype), persistent=False)
         self.griffin_lim = torchaudio.transforms.GriffinLim(
             n_fft=p.n_fft, hop_length=p.hop_length, n_iter=p.griffin_lim_iters, power=1.0,
             momentum=p.griffin_lim_momentum, rand_init=True)
         self._lo = math.log(p.log_floor)
         self._hi = math.log(p.log_ceil)
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to()/.cuda() replace buffers one by one; re-tie so both ways keep sharing one tensor.
-        out = super()._apply(fn, *args, **kwargs)
-        self.inverse_mel.fb = self.melspec.mel_scale.fb
-        return out
 
     @property
     def filterbank(self) -> torch.Tensor:
@@ -161,7 +156,8 @@ class MelFrontEnd(torch.nn.Module):
 
     def linear_spectrogram(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised log-mel -> least-squares linear magnitude ``(..., n_fft//2+1, frames)``."""
-        return self.inverse_mel(self.denormalise(x))
+        mel = self.denormalise(x)
+        return torch.relu(torch.matmul(self.fb_pinv.to(mel.dtype), mel))
 
     @torch.no_grad()
     def invert(self, x: torch.Tensor, n_iter: int | None = None, length: int | None = None) -> torch.Tensor:

@@ -483,27 +483,36 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
     """Run the benchmarks, print a table, write JSON to ``out`` (after every case); returns the results.
 
     ``models``: "melnet", "cmelgan" (default both); ``presets``: default tiny with ``quick``, else
-    paper-small and paper-large; ``amp``: one or more of "auto" (bf16 on a CUDA GPU that has it,
-    else none), "none" (fp32), "bf16", "fp16": training is measured once per precision;
+    paper-small and paper-large; ``amp``: one or more of "auto" (what ``nmusic train`` picks for the
+    model on this device, :func:`nmusic.trainer.resolve_amp`), "none" (fp32), "bf16", "fp16": training
+    is measured once per precision;
     ``sections``: any of "train", "sample", "data"; ``naive=False`` skips the per-frame re-run
     sampling baseline (minutes at paper sizes); ``sample_batch``: MelNet clips sampled at once.
     """
-    from .trainer import resolve_device
+    from .models import registry
+    from .trainer import configure_cuda, resolve_amp, resolve_device
     mode = QUICK if quick else FULL
     if sample_batch < 1:
         raise ConfigError(f"bench: sample_batch must be at least 1 (got {sample_batch})")
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        configure_cuda()                       # what the trainer does: cuDNN autotuning, TF32
     if threads:
         torch.set_num_threads(threads)
-    amps = []
-    for a in [amp] if isinstance(amp, str) else list(amp):
-        if a == "auto":
-            a = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
-        if a not in AMP_DTYPES:
-            raise ConfigError(f"bench: amp must be auto, none, bf16 or fp16 (got {a!r})")
-        if a == "fp16" and dev.type != "cuda":
-            raise ConfigError("bench: amp='fp16' needs a CUDA GPU; use bf16 or none on a CPU")
-        amps += [a] if a not in amps else []
+    asked = [amp] if isinstance(amp, str) else list(amp)
+
+    def amps_for(model: str) -> list[str]:
+        """The precisions to measure for ``model``, "auto" resolved as the trainer resolves it."""
+        out = []
+        for a in asked:
+            try:
+                a = resolve_amp(a, dev, registry()[model][1])
+            except ConfigError as e:
+                raise ConfigError(f"bench: {e}") from None
+            out += [a] if a not in out else []
+        return out
+
+    amps = sorted({a for m in (models or ["melnet", "cmelgan"]) if m in registry() for a in amps_for(m)})
     models = models or ["melnet", "cmelgan"]
     sections = sections or ["train", "sample", "data"]
     unknown = set(sections) - {"train", "sample", "data"}
@@ -526,7 +535,7 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
 
     if "train" in sections:
         for m, p in cases:
-            for a in amps:
+            for a in amps_for(m):
                 result["train"].append(bench_train(m, p, dev, a, compile, steps or mode["steps"], mode["warmup"]))
                 save()
     if "sample" in sections:
@@ -538,7 +547,7 @@ def run_bench(out: str | os.PathLike | None = "bench.json", quick: bool = False,
                                                             naive_frame=baseline, naive_element=quick and naive,
                                                             batch=sample_batch))
             else:
-                result["sample"].append(bench_sample_cmelgan(p, dev, amps[0]))
+                result["sample"].append(bench_sample_cmelgan(p, dev, amps_for(m)[0]))
             save()
     if "data" in sections:
         result["data"] = _bench_data_for(cases, result["train"], dev, mode)

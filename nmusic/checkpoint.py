@@ -10,16 +10,33 @@ Layout of a run directory::
 
     ckpt-00001200.pt   the newest ``keep_last`` checkpoints (step number in the name)
     best.pt            the checkpoint with the lowest validation metric so far
+    session.lock       the training session writing here (see RunLock)
     run.json, history.json, loss.png, samples/...   (written by the trainer)
 
 Checkpoints are plain ``torch.save`` dicts of tensors and builtins (see ``nmusic.trainer`` for the
 keys), so they load with ``weights_only=True``: opening one never runs code from the file.
+
+Drive is slow to write to, and a second Colab tab can open the same run folder:
+
+* ``best.pt`` is a copy of the step checkpoint just written (a hard link where the file system has
+  them), never a second serialisation; the trainer writes checkpoints from a background thread
+  (:class:`BackgroundWriter`) on a CPU snapshot of the state, so training goes on meanwhile;
+* :class:`RunLock` lets one training session at a time write a run folder: a second one is refused
+  with a message saying who holds it and what to do, and a session whose lock was taken over stops
+  before it writes anything. Temporary files carry a random part in their names, so no session ever
+  touches another one's.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
+import shutil
+import socket
+import threading
+import time
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -55,7 +72,7 @@ def atomic_write(path, write) -> Path:
     """Call ``write(file_object)`` on a temporary file next to ``path``, fsync it, rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -110,22 +127,212 @@ def latest_checkpoint(run_dir) -> Path | None:
 def save_checkpoint(state: dict, run_dir, step: int, keep_last: int = 3, is_best: bool = False) -> Path:
     """Write ``state`` to ``run_dir/ckpt-<step>.pt`` atomically; also ``best.pt`` when ``is_best``.
 
-    Afterwards only the newest ``keep_last`` step checkpoints are kept (``best.pt`` always stays),
-    and leftover temporary files of earlier, interrupted writes are removed.
+    ``best.pt`` is the same file (hard-linked, or copied where links are not supported, e.g. on
+    mounted Drive), written atomically too. Afterwards only the newest ``keep_last`` step
+    checkpoints are kept (``best.pt`` always stays).
     """
     if keep_last < 1:
         raise CheckpointError(f"keep_last must be >= 1 (got {keep_last}); the newest checkpoint is always kept")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(f"{_TMP_PREFIX}*"):
-        stale.unlink(missing_ok=True)
     state = {"format": FORMAT, **state, "step": step}
     path = atomic_write(run_dir / checkpoint_name(step), lambda f: torch.save(state, f))
     if is_best:
-        atomic_write(run_dir / BEST, lambda f: torch.save(state, f))
+        _replace_with_copy(path, run_dir / BEST)
     for old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _replace_with_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of ``src`` atomically: a hard link where possible, else a byte copy."""
+    tmp = dst.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{dst.name}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            with open(src, "rb") as fi, open(tmp, "wb") as fo:
+                shutil.copyfileobj(fi, fo, 16 * 2**20)
+                fo.flush()
+                os.fsync(fo.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(dst.parent)
+
+
+def remove_stale_temporaries(run_dir) -> list[Path]:
+    """Delete the temporary files interrupted writes left in ``run_dir`` (call it holding the :class:`RunLock`)."""
+    run_dir = Path(run_dir)
+    stale = sorted(run_dir.glob(f"{_TMP_PREFIX}*")) if run_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def cpu_snapshot(obj):
+    """A copy of nested dicts/lists/tuples with every tensor copied to the CPU (a point-in-time state
+    that training may go on changing the original of)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [cpu_snapshot(v) for v in obj]
+        return tuple(items) if isinstance(obj, tuple) else items
+    return obj
+
+
+class BackgroundWriter:
+    """Runs one write at a time in a background thread, in submission order.
+
+    :meth:`submit` waits for the previous write first; an error of a write is raised by the next
+    :meth:`submit` or :meth:`wait`, so none is lost.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, fn) -> None:
+        self.wait()
+
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # handed to the training thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="nmusic-checkpoint-writer", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+# --- one session per run folder ---------------------------------------------------------------------
+LOCK_NAME = "session.lock"
+LOCK_REFRESH_S = 30.0     # a live session rewrites its lock this often
+LOCK_STALE_S = 180.0      # a lock not rewritten for this long belongs to a session that is gone
+_HELD: set[str] = set()   # tokens of the locks this process holds
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+class RunLock:
+    """One training session per run folder, also across machines (two Colab runtimes on one Drive).
+
+    The lock is a small JSON file (``session.lock``) naming its holder (host, process, a random
+    token) and rewritten every ``LOCK_REFRESH_S`` seconds by a background thread. A session finding
+    another's lock refuses to start, unless that lock was left behind: its process on this machine
+    is gone (a restarted runtime), or it was not rewritten for ``LOCK_STALE_S`` seconds (a
+    disconnected one). :meth:`check` (before every checkpoint) stops a session whose lock another
+    one took over, before it writes anything.
+    """
+
+    def __init__(self, run_dir, refresh_s: float | None = None, stale_s: float | None = None):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.refresh_s = LOCK_REFRESH_S if refresh_s is None else refresh_s
+        self.stale_s = LOCK_STALE_S if stale_s is None else stale_s
+        self.token = uuid.uuid4().hex
+        self.started = datetime.datetime.now().isoformat(timespec="seconds")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def read(self) -> dict | None:
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}          # unreadable: a write in progress, or garbage; judged by the file's age
+        return info if isinstance(info, dict) else {}
+
+    def _age_s(self, info: dict) -> float:
+        updated = info.get("updated")
+        if not isinstance(updated, (int, float)):
+            try:
+                updated = self.path.stat().st_mtime
+            except OSError:
+                return float("inf")
+        return time.time() - updated
+
+    def abandoned(self, info: dict) -> bool:
+        """Whether the session that wrote ``info`` is gone."""
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            if info["pid"] == os.getpid():
+                return info.get("token") not in _HELD
+            if not _pid_alive(info["pid"]):
+                return True
+        return self._age_s(info) > self.stale_s
+
+    def _write(self) -> None:
+        atomic_write_json(self.path, {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+                                      "started": self.started, "updated": time.time()})
+
+    def acquire(self) -> "RunLock":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        other = self.read()
+        if other is not None and other.get("token") != self.token and not self.abandoned(other):
+            age = self._age_s(other)
+            wait = max(0.0, self.stale_s - age)
+            raise CheckpointError(
+                f"{self.run_dir} is in use by another training session (host {other.get('host', '?')}, "
+                f"process {other.get('pid', '?')}, started {other.get('started', '?')}, alive {age:.0f} s ago). "
+                f"Stop that session first, or train into another run folder. If it is gone (e.g. a "
+                f"disconnected Colab runtime), run again in {wait:.0f} s, when its lock counts as abandoned, "
+                f"or delete {self.path}")
+        self._write()
+        _HELD.add(self.token)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._heartbeat, name="nmusic-run-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                if (self.read() or {}).get("token") != self.token:
+                    return                                        # taken over: check() says so
+                self._write()
+            except OSError:
+                pass                                              # e.g. Drive hiccup: try again next time
+
+    def check(self) -> None:
+        """Raise :class:`CheckpointError` if this session no longer holds the lock."""
+        other = self.read()
+        if other is None or other.get("token") != self.token:
+            who = "its lock file was deleted" if other is None else (
+                f"another session took it over (host {other.get('host', '?')}, process {other.get('pid', '?')})")
+            raise CheckpointError(f"{self.run_dir}: this training session lost the run folder: {who}. It stopped "
+                                  f"without writing; the checkpoints there are the other session's now")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        _HELD.discard(self.token)
+        try:
+            if (self.read() or {}).get("token") == self.token:
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

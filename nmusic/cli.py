@@ -65,7 +65,45 @@ def cmd_prepare(a):
 
 
 # --- models ---------------------------------------------------------------------------------------
+#: ``train_model`` arguments that are also TrainConfig fields: ``--set`` reaches them as such.
+_TRAIN_ARGS = ("steps", "time_budget_s", "device", "amp", "compile", "num_workers", "seed", "progress")
+
+
+def _split_overrides(model: str, config_cls, overrides: dict) -> tuple[dict, dict]:
+    """``--set``/``--config`` keys -> (model config overrides, trainer overrides).
+
+    A key is a field of the model's config, or of :class:`~nmusic.trainer.TrainConfig` (``grad_clip``,
+    ``ckpt_every``, ...); ``model.`` / ``train.`` prefixes make the choice explicit.
+    """
+    import dataclasses
+
+    from .config import apply_overrides
+    from .trainer import TrainConfig
+    model_fields = {f.name for f in dataclasses.fields(config_cls)}
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    model_over, train_over = {}, {}
+    for key, value in overrides.items():
+        if key.startswith("train."):
+            train_over[key[len("train."):]] = value
+        elif key.startswith("model."):
+            model_over[key[len("model."):]] = value
+        elif key.split(".")[0] in model_fields:
+            model_over[key] = value
+        elif key in train_fields:
+            train_over[key] = value
+        else:
+            import difflib
+            close = difflib.get_close_matches(key, sorted(model_fields) + train_fields, n=1)
+            raise NmusicError(f"--set {key}: not a field of the {model} config nor a trainer setting"
+                              f"{f' (did you mean {close[0]!r}?)' if close else ''}; {model} fields: "
+                              f"{', '.join(f.name for f in dataclasses.fields(config_cls))}; trainer settings: "
+                              f"{', '.join(train_fields)}")
+    apply_overrides(TrainConfig(), train_over)     # type-checked now, naming the field
+    return model_over, train_over
+
+
 def _model_config(model: str, preset: str, config_file: str | None, sets: list[str]):
+    """(model config, recipe class, trainer overrides) from the preset, the file and ``--set``."""
     from .config import load_override_file, parse_set_args, resolve
     from .models import registry
     reg = registry()
@@ -74,16 +112,44 @@ def _model_config(model: str, preset: str, config_file: str | None, sets: list[s
     overrides = load_override_file(config_file) if config_file else {}
     overrides.update(parse_set_args(sets or []))
     presets, recipe_cls = reg[model]
-    return resolve(presets, preset, overrides), recipe_cls
+    if preset not in presets:
+        raise NmusicError(f"unknown preset {preset!r} for {model}; choose one of: {', '.join(presets)}")
+    model_over, train_over = _split_overrides(model, type(presets[preset]), overrides)
+    return resolve(presets, preset, model_over), recipe_cls, train_over
 
 
 def cmd_train(a):
     from .train_run import train_model
-    cfg, _ = _model_config(a.model, a.preset, a.config, a.set)
-    summary = train_model(a.model, a.preset, cfg, cache_path=a.cache, run_dir=a.run, steps=a.steps,
-                          time_budget_s=a.time_budget, resume=a.resume, device=a.device, amp=a.amp,
-                          compile=a.compile, num_workers=a.workers, seed=a.seed)
+    cfg, _, train_over = _model_config(a.model, a.preset, a.config, a.set)
+    args = dict(steps=a.steps, time_budget_s=a.time_budget, device=a.device, amp=a.amp, compile=a.compile,
+                num_workers=a.workers, seed=a.seed)
+    args.update({k: train_over.pop(k) for k in _TRAIN_ARGS if k in train_over})   # --set wins over the flags
+    summary = train_model(a.model, a.preset, cfg, cache_path=a.cache, run_dir=a.run, resume=a.resume,
+                          train_overrides=train_over, **args)
     _print_json(summary)
+
+
+class _TrainHelp(argparse.Action):
+    """``nmusic train --help`` lists the models, their presets and the trainer settings (imported only then)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import dataclasses
+
+        from .models import registry
+        from .trainer import TrainConfig
+        lines = ["models and their presets:"]
+        for name, (presets, _) in sorted(registry().items()):
+            lines.append(f"  {name:<8} {', '.join(presets)}")
+        lines += ["", "--set KEY=VALUE takes a field of the model's config (see nmusic/models/) or a trainer setting:",
+                  "  " + ", ".join(f.name for f in dataclasses.fields(TrainConfig)),
+                  "  e.g. --set grad_clip=1.0 --set ckpt_every=500 --set sample_every=0 (train.KEY / model.KEY "
+                  "when a name is in both)"]
+        parser.epilog = "\n".join(lines)
+        parser.print_help()
+        parser.exit()
 
 
 def cmd_generate(a):
@@ -96,7 +162,7 @@ def cmd_generate(a):
 
 def cmd_demo(a):
     from .demo import run_demo
-    report = run_demo(a.out, model=a.model, quick=a.quick, budget_s=a.budget, seed=a.seed)
+    report = run_demo(a.out, model=a.model, quick=a.quick, budget_s=a.budget, seed=a.seed, device=a.device)
     print(f"report: {Path(a.out) / 'report.md'}")
     _print_json({k: report[k] for k in ("model", "preset", "params", "train_seconds", "train_khz")})
 
@@ -148,19 +214,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None)
     s.set_defaults(fn=cmd_prepare)
 
-    s = sub.add_parser("train", help="train a model (cmelgan or melnet) on a prepared cache; resumable")
-    s.add_argument("model", help="cmelgan or melnet")
+    s = sub.add_parser("train", help="train a model (cmelgan or melnet) on a prepared cache; resumable",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    s.add_argument("-h", "--help", action=_TrainHelp, help="show this help (models, presets, settings) and exit")
+    s.add_argument("model", help="cmelgan or melnet (presets: see below)")
     s.add_argument("--cache", required=True, help="cache file from `nmusic prepare`")
     s.add_argument("--run", required=True, help="run folder (checkpoints, logs, samples); may be on mounted Drive")
     s.add_argument("--preset", default="tiny", help="tiny, paper-small, paper-large, ...")
     s.add_argument("--config", default=None, help="small .json/.yaml file of config overrides")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config field")
-    s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the preset's)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one model config field or trainer setting (e.g. grad_clip=1.0); repeatable")
+    s.add_argument("--steps", type=int, default=None,
+                   help="optimisation steps (default 2000; with only --time-budget: until it runs out)")
     s.add_argument("--time-budget", type=float, default=None, help="stop cleanly after this many seconds")
     s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the newest checkpoint in --run (default on)")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    s.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
+    s.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
+                   help="training precision; auto: fp32 on a CPU, on a GPU what is safe and fast for the model "
+                        "(MelNet: fp16 with a grad scaler; cMelGAN: bf16 where native, else fp16)")
     s.add_argument("--compile", action="store_true", help="torch.compile the modules (GPU)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     s.add_argument("--seed", type=int, default=0)
@@ -182,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="seconds-long version for tests")
     s.add_argument("--budget", type=float, default=None, help="training seconds (default: fits 15 min in all)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("evaluate", help="metrics for trained runs: genre accuracy, FD, originality, Table 1")
@@ -200,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--presets", nargs="*", default=None,
                    help="default: paper-small paper-large (tiny with --quick)")
     s.add_argument("--amp", nargs="+", default=["auto"], choices=["auto", "none", "bf16", "fp16"],
-                   help="training precision(s) to measure; auto: bf16 on a GPU that has it, else none (fp32)")
+                   help="training precision(s) to measure; auto: what `nmusic train` picks for each model")
     s.add_argument("--compile", action="store_true", help="torch.compile the trained modules")
     s.add_argument("--steps", type=int, default=None, help="timed training steps per preset (median reported)")
     s.add_argument("--sample-seconds", type=float, default=None, help="audio length to sample (default 5)")

@@ -57,13 +57,13 @@ def prepare_embedded(out: Path, budget: DemoBudget, spec, seed: int = 0, progres
 
 
 def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float | None = None, seed: int = 0,
-             progress: bool = True) -> dict:
+             progress: bool = True, device: str = "auto") -> dict:
     from .audio import spec_preset
     from .evaluate import evaluate_runs
     from .generate import sample_mels, write_clips
     from .models import registry
     from .train_run import train_model
-    from .trainer import load_run
+    from .trainer import load_run, resolve_device
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -76,19 +76,20 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     cfg = presets["tiny"]
     spec = spec_preset(cfg.spec)
     torch.manual_seed(seed)
+    dev = resolve_device(device)
 
     cache, manifest, cache_path = prepare_embedded(out, budget, spec, seed, progress)
     run_dir = out / "runs" / f"{model}-tiny"
     summary = train_model(model, "tiny", cfg, cache_path=cache_path, run_dir=run_dir, steps=None,
-                          time_budget_s=train_seconds, resume=True, device="cpu", seed=seed, progress=progress)
+                          time_budget_s=train_seconds, resume=True, device=str(dev), seed=seed, progress=progress)
 
-    metrics = evaluate_runs([run_dir], out / "eval", cache_path=cache_path, device="cpu",
+    metrics = evaluate_runs([run_dir], out / "eval", cache_path=cache_path, device=str(dev),
                             n_per_genre=budget.eval_per_genre, judge_steps=budget.judge_steps, seed=seed,
                             progress=progress)
     run, ref = metrics["runs"][0], metrics["reference"][0]
 
-    recipe, ckpt = load_run(run_dir, device="cpu")
-    fe = MelFrontEnd(spec)
+    recipe, ckpt = load_run(run_dir, device=dev)
+    fe = MelFrontEnd(spec).to(dev)
     genres_report = {}
     for gid, genre in enumerate(cache.genres):
         mels = sample_mels(recipe, [gid] * budget.n_per_genre, seed=seed + 1000 * gid)

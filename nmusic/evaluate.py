@@ -498,8 +498,7 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
     (default: all of the file, matched to runs by run name). Returns the metrics dict that
     ``metrics.json`` holds.
     """
-    from .generate import resolve_device
-    from .trainer import describe_checkpoint, load_run
+    from .trainer import describe_checkpoint, load_run, resolve_device
 
     if n_per_genre < 2:
         raise ConfigError(f"--n must be at least 2 clips per genre (got {n_per_genre}); statistics need several")

@@ -24,7 +24,7 @@ STFT, come:
                 frame-to-frame change (timbre dynamics, not the timbre itself)
 
 Features are standardised with the training set's mean and spread; the regression has an L2
-penalty and is fitted with L-BFGS. As the network judge, it learns that stationary noise is no
+penalty and is fitted with L-BFGS. As the network judge, it learns that noise is no
 genre and decides only when confident (:func:`nmusic.judge.decide`; otherwise "undecided").
 Shapes: waveforms ``(B, samples)`` -> features ``(B, D)``.
 """
@@ -39,9 +39,9 @@ import torchaudio
 
 from .checkpoint import atomic_write
 from .errors import CheckpointError, ConfigError
-from .judge import NOISE_CLIPS, JudgeSpec, decide, standardise, stationary_noise
+from .judge import NOISE_CLIPS, JudgeSpec, decide, noise, standardise
 
-FORMAT = "nmusic-feature-judge-2"
+FORMAT = "nmusic-feature-judge-3"
 ONSET_LAGS = (2, 75)            # frames (40 ms .. 1.5 s at a 20 ms hop)
 MOD_EDGES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 25.01)   # Hz
 CHROMA_LAGS = (5, 10, 25, 50)   # frames
@@ -199,15 +199,14 @@ def fit_feature_judge(wave: torch.Tensor, genre: torch.Tensor, sample_rate: int,
                       spec: JudgeSpec | None = None, l2: float = 1e-2, seed: int = 0) -> FeatureJudge:
     """Fit on training clips ``wave (N, samples)`` with labels ``genre (N,)`` (real, and inverted ones).
 
-    As for the network judge, stationary noise (one clip per :data:`nmusic.judge.NOISE_CLIPS` / 32
+    As for the network judge, noise (:func:`nmusic.judge.noise`, one clip per :data:`nmusic.judge.NOISE_CLIPS` / 32
     of the data) is added with the target "every genre alike".
     """
     spec = spec or JudgeSpec()
     t0 = time.perf_counter()
     features = MusicFeatures(spec)
     n_noise = max(1, len(wave) * NOISE_CLIPS // 32)
-    noise = stationary_noise(n_noise, wave.shape[-1], sample_rate, torch.Generator().manual_seed(seed))
-    wave = torch.cat([wave, noise])
+    wave = torch.cat([wave, noise(n_noise, wave.shape[-1], sample_rate, torch.Generator().manual_seed(seed))])
     with torch.no_grad():
         x = torch.cat([features(wave[i:i + 64], sample_rate) for i in range(0, len(wave), 64)]).double()
     y = torch.cat([F.one_hot(genre.long(), len(genres)).double(),

@@ -17,11 +17,9 @@ from .errors import NmusicError
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise NmusicError(f"device {device!r} asked for, but no CUDA GPU is visible; use --device cpu")
-    return torch.device(device)
+    """``auto``: the GPU when there is one (the trainer's resolver, one for every command)."""
+    from .trainer import resolve_device as resolve
+    return resolve(device)
 
 
 def genre_id(genres: list[str], genre: str) -> int:
@@ -36,7 +34,7 @@ def sample_mels(recipe, genre_ids: list[int], seed: int = 0, temperature: float 
     ``kwargs`` go to ``recipe.sample`` (e.g. MelNet's ``n_frames``)."""
     device = next(recipe.unwrap(next(iter(recipe.modules.values()))).parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    genre = torch.tensor(genre_ids, dtype=torch.long, device=device)
+    genre = torch.tensor(genre_ids, dtype=torch.long)       # on the CPU: checked there, moved by the recipe
     return recipe.sample(genre, generator=g, temperature=temperature, **kwargs).float().cpu()
 
 

@@ -21,8 +21,9 @@ the time. This judge is built so that such fakes *cannot* be told apart:
 4. **Inversion artefacts do not decide.** Half of every training batch is real training audio that
    went through the generator's spectrogram and its inversion (mel -> Griffin-Lim), with the same
    genre label, so "sounds like Griffin-Lim" carries no genre.
-5. **Noise is no genre, and it may say so.** A few clips of stationary noise (random level and
-   spectral tilt, not built from any genre) join every batch with the target "every genre alike".
+5. **Noise is no genre, and it may say so.** A few clips of noise (random level and spectral tilt,
+   steady or in random bursts; not built from any genre) join every batch with the target "every
+   genre alike" (:func:`noise`).
    A clip is *assigned* a genre only when the judge is confident (:func:`decide`: its probability is
    at least halfway from no idea, ``1/K``, to certainty); otherwise it is *undecided*, which never
    counts as the genre asked for. Without this, noise still scores chance, but all of it lands in
@@ -52,9 +53,9 @@ from .checkpoint import atomic_write
 from .errors import CheckpointError, ConfigError
 
 FEATURE_DIM = 128
-FORMAT = "nmusic-judge-2"
+FORMAT = "nmusic-judge-3"
 UNDECIDED = -1
-NOISE_CLIPS = 4  # stationary-noise clips added to every training batch (target: every genre alike)
+NOISE_CLIPS = 4  # noise clips (:func:`noise`) added to every training batch (target: every genre alike)
 
 
 def confidence_threshold(n_genres: int) -> float:
@@ -211,16 +212,25 @@ class Judge:
         return cls(model, state["genres"], spec, state["metrics"]).to(device)
 
 
-def stationary_noise(n: int, samples: int, sample_rate: int, generator: torch.Generator) -> torch.Tensor:
-    """``(n, samples)`` Gaussian noise under a random static spectral tilt and level: no rhythm, no notes."""
+def noise(n: int, samples: int, sample_rate: int, generator: torch.Generator) -> torch.Tensor:
+    """``(n, samples)`` noise that is no music: Gaussian noise under a random static spectral tilt and
+    level; every other clip also under random bursts (onsets at random times, decaying at random
+    rates), so that "something happens now and then" carries no genre either. No pitch, no beat."""
     white = torch.randn(n, samples, generator=generator)
     spec = torch.fft.rfft(white)
     f = torch.fft.rfftfreq(samples, 1 / sample_rate).clamp_min(20.0)
-    tilt = torch.empty(n, 1).uniform_(-2.0, 1.0, generator=generator)              # dB per octave / 3
-    spec = spec * (f / 1000.0) ** (tilt / 2)
-    wave = torch.fft.irfft(spec, samples)
+    tilt = torch.empty(n, 1).uniform_(-2.0, 1.0, generator=generator)              # power slope per octave
+    wave = torch.fft.irfft(spec * (f / 1000.0) ** (tilt / 2), samples)
+    t = torch.arange(samples) / sample_rate
+    for i in range(1, n, 2):                                                      # bursts on every other clip
+        k = int(torch.randint(2, 12, (1,), generator=generator))
+        onsets = torch.rand(k, 1, generator=generator) * t[-1]
+        decay = 10 ** torch.empty(k, 1).uniform_(-1.5, -0.3, generator=generator)   # 30 ms .. 0.5 s
+        after = (t[None] - onsets).clamp_min(0)
+        envelope = ((t[None] >= onsets) * torch.exp(-after / decay)).sum(0)
+        wave[i] *= 0.05 + envelope
     level = 10 ** torch.empty(n, 1).uniform_(-2, -0.5, generator=generator)
-    return wave / wave.abs().amax(1, keepdim=True) * level
+    return wave / wave.abs().amax(1, keepdim=True).clamp_min(1e-12) * level
 
 
 def train_judge(cache, train_files, inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -231,7 +241,7 @@ def train_judge(cache, train_files, inverted: tuple[torch.Tensor, torch.Tensor] 
 
     ``inverted``: ``(wave (N, samples), genre (N,))``, training clips after the generator side's round
     trip (real audio -> its spectrogram -> its inversion), at the cache's rate; they make up half of
-    every batch, with their true genre; ``noise_clips`` clips of :func:`stationary_noise` join every
+    every batch, with their true genre; ``noise_clips`` clips of :func:`noise` join every
     batch with a uniform target. Returns a :class:`Judge` whose ``metrics`` record how it was trained
     (its accuracy is measured by :mod:`nmusic.evaluate`).
     """
@@ -261,8 +271,8 @@ def train_judge(cache, train_files, inverted: tuple[torch.Tensor, torch.Tensor] 
             wave = torch.cat([wave[half:], inverted[0][pick, :clip]])
             genre = torch.cat([genre[half:], inverted[1][pick]])
         target = F.one_hot(genre, len(cache.genres)).float()
-        if noise_clips:     # stationary noise carries no genre: its target is "every genre alike"
-            wave = torch.cat([wave, stationary_noise(noise_clips, wave.shape[-1], rate, g)])
+        if noise_clips:     # noise carries no genre: its target is "every genre alike"
+            wave = torch.cat([wave, noise(noise_clips, wave.shape[-1], rate, g)])
             target = torch.cat([target, torch.full((noise_clips, len(cache.genres)), 1 / len(cache.genres))])
         with torch.no_grad():
             x = fe(wave.to(device), rate)

@@ -1,9 +1,17 @@
-"""What the notebooks need besides display: run profile, Colab detection and set-up, audio players.
+"""What the notebooks need besides display: run profile, Colab set-up, the work folder, the data.
 
-The first cell of every notebook calls :func:`setup`, which reads the ``NMUSIC_PROFILE``
-environment variable: ``test`` (what nbval uses: the embedded dataset, seconds of training) or
-``full`` (the default: the real thing). Every knob a notebook uses comes from the returned
-:class:`Profile`, so the notebooks themselves hold no numbers that differ between the two.
+The first cell of every notebook finds (in Colab: clones) the code and calls :func:`setup`, which
+reads the ``NMUSIC_PROFILE`` environment variable: ``test`` (what nbval uses: the embedded
+dataset, seconds of training) or ``full`` (the default: the real thing). Every knob a notebook
+uses comes from the returned :class:`Profile`, so the notebooks themselves hold no numbers that
+differ between the two.
+
+Where things are kept: the work folder (runs, the audio cache and its manifest, evaluations,
+listening-test ratings) is on Google Drive in Colab (:data:`COLAB_DRIVE_WORK`, mounted on first
+use), so a disconnect, which wipes the runtime's disk, loses at most the steps since the last
+checkpoint; the notebooks' ``WORK_DIR`` setting moves it. Bulky files that can be made again
+(extracted archives, the embedded dataset's audio) go to :func:`scratch_dir`, the runtime's fast
+local disk in Colab.
 """
 from __future__ import annotations
 
@@ -13,9 +21,13 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import __version__
 from .errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+COLAB_DRIVE = Path("/content/drive")
+COLAB_DRIVE_WORK = COLAB_DRIVE / "MyDrive" / "nmusic"     # the work folder in Colab, on Google Drive
+COLAB_SCRATCH = Path("/content/nmusic_scratch")           # the runtime's local disk: fast, lost on disconnect
 
 
 @dataclass(frozen=True)
@@ -49,21 +61,61 @@ def profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
-def setup(work_dir: str | None = None) -> tuple[Profile, Path]:
-    """Run ``colab_setup.sh`` when in Colab, pick the profile, make and return the work folder.
+def setup(work_dir=None, version: str | None = None) -> tuple[Profile, Path]:
+    """Check the code's version, run ``colab_setup.sh`` in Colab, pick the profile, make the work folder.
 
-    The work folder defaults to ``/content/nmusic_work`` in Colab (local disk: fast), else
-    ``nmusic_work`` next to the notebooks (under ``.test`` for the test profile).
+    ``work_dir`` (the notebooks' ``WORK_DIR``): ``None`` is Google Drive in Colab
+    (:data:`COLAB_DRIVE_WORK`, Drive mounted when it is not yet), else ``nmusic_work`` next to the
+    notebooks (``.test`` added for the test profile). ``version``: the nmusic version the notebook
+    was written for; another version of the code is an error that says what to do.
     """
+    if version is not None and version != __version__:
+        raise ConfigError(f"this notebook is for nmusic {version} but {REPO_ROOT} holds nmusic {__version__}; "
+                          f"delete that folder (in Colab: `!rm -rf {REPO_ROOT}`) and run the first cell again, "
+                          f"or open the notebook of version {__version__}")
     prof = profile()
-    if in_colab():
+    colab = in_colab()
+    if colab:
         subprocess.run(["bash", str(REPO_ROOT / "colab_setup.sh")], check=True)
+    suffix = ".test" if prof.name == "test" else ""
     if work_dir is None:
-        base = Path("/content") if in_colab() else REPO_ROOT / "notebooks"
-        work_dir = base / ("nmusic_work" + (".test" if prof.name == "test" else ""))
+        work_dir = COLAB_DRIVE_WORK.with_name(COLAB_DRIVE_WORK.name + suffix) if colab else \
+            REPO_ROOT / "notebooks" / f"nmusic_work{suffix}"
     work = Path(work_dir)
+    if colab and _under(work, COLAB_DRIVE):
+        mount_drive()
     work.mkdir(parents=True, exist_ok=True)
+    where = "Google Drive" if _under(work, COLAB_DRIVE) else ("the runtime's disk (lost on disconnect)" if colab else "")
+    print(f"nmusic {__version__}, {prof.name} profile; work folder {work}{f' on {where}' if where else ''}")
     return prof, work
+
+
+def _under(path: Path, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def mount_drive() -> None:
+    """Mount Google Drive at ``/content/drive`` (Colab asks for permission once per runtime)."""
+    if (COLAB_DRIVE / "MyDrive").is_dir():
+        return
+    try:
+        from google.colab import drive
+    except ImportError:
+        raise ConfigError(f"the work folder is on Google Drive ({COLAB_DRIVE}) but Drive cannot be mounted here "
+                          f"(no google.colab); set WORK_DIR in the first cell to a local folder") from None
+    drive.mount(str(COLAB_DRIVE))
+
+
+def scratch_dir(work: Path) -> Path:
+    """Where bulky files that can be made again go: the runtime's local disk in Colab, else ``work``."""
+    if in_colab() and _under(work, COLAB_DRIVE):
+        COLAB_SCRATCH.mkdir(parents=True, exist_ok=True)
+        return COLAB_SCRATCH
+    return Path(work)
 
 
 def with_overrides(prof: Profile, **kw) -> Profile:
@@ -85,20 +137,79 @@ def pick_per_genre(labels, n_genres: int, k: int) -> list[int]:
     return [i for g in range(n_genres) for i in [j for j, y in enumerate(labels) if y == g][:k]]
 
 
-def ensure_cache(work: Path, prof: Profile, sample_rate: int) -> Path:
-    """The RAM cache notebook 01 wrote into ``work`` (if its sample rate fits), else the embedded dataset's."""
-    from .dataset import AudioCache
+def _cache_info(path: Path) -> dict | None:
+    """Sample rate, genres, files and hours of the audio cache at ``path``, without reading its audio
+    (memory-mapped); ``None`` when it is missing or unreadable (``AudioCache.load`` says why on use)."""
+    import torch
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        sr = int(state["sample_rate"])
+        return {"sample_rate": sr, "genres": list(state["genres"]), "files": len(state["paths"]),
+                "hours": float(state["offsets"][-1]) / sr / 3600}
+    except Exception:  # noqa: BLE001
+        return None
 
-    path = Path(work) / "cache.pt"
-    if path.is_file() and AudioCache.load(path).sample_rate == sample_rate:
-        return path
+
+def _cache_sample_rate(path: Path) -> int | None:
+    info = _cache_info(path) if Path(path).is_file() else None
+    return info["sample_rate"] if info else None
+
+
+def ensure_cache(work: Path, prof: Profile, sample_rate: int) -> Path:
+    """The audio cache to train on at ``sample_rate``, and a printed line saying which data it is.
+
+    Your music, as notebook 01 left it in ``work``: its cache when it has this sample rate, else the
+    same manifest prepared again at this rate (``cache-<rate>.pt``, kept for next time). The embedded
+    procedural dataset only when notebook 01 was never run in ``work``, and then said so. Data is never
+    swapped silently: a cache at another rate without its manifest, or a manifest whose audio files
+    are gone, stops with what to do.
+    """
+    from .dataset import prepare
+    from .manifest import Manifest
+
+    work = Path(work)
+    cache, manifest_path = work / "cache.pt", work / "manifest.csv"
+    for path in (cache, work / f"cache-{sample_rate}.pt"):
+        if path.is_file() and _cache_sample_rate(path) == sample_rate:
+            return _announce(path, "your data (notebook 01)")
+    if manifest_path.is_file():
+        manifest = Manifest.load(manifest_path)
+        missing = [p for p in manifest.paths() if not p.is_file()]
+        if missing:
+            raise ConfigError(
+                f"the model needs {sample_rate} Hz audio; {cache} has {_cache_sample_rate(cache) or 'no'} Hz and the "
+                f"audio files listed in {manifest_path} are gone ({len(missing)} of {len(manifest.rows)}, e.g. "
+                f"{missing[0]}; a Colab disconnect wipes the runtime's disk): run notebook 01 again with "
+                f"SPEC_PRESET set for this model (its spectrogram preset), or pick a preset at "
+                f"{_cache_sample_rate(cache)} Hz")
+        out = work / f"cache-{sample_rate}.pt"
+        print(f"preparing your data again at {sample_rate} Hz (the cache of notebook 01 is at "
+              f"{_cache_sample_rate(cache)} Hz) into {out} ...")
+        prepare(manifest, sample_rate, out)
+        return _announce(out, "your data (notebook 01), prepared again at this rate")
+    if cache.is_file():
+        raise ConfigError(f"{cache} holds {_cache_sample_rate(cache)} Hz audio but the model needs {sample_rate} Hz, "
+                          f"and there is no {manifest_path} to prepare it again from: run notebook 01 with "
+                          f"SPEC_PRESET set for this model, or pick a preset at {_cache_sample_rate(cache)} Hz")
     from .audio import SpecParams
     from .demo import DemoBudget, prepare_embedded
 
     budget = DemoBudget(prof.synth_files_per_genre, prof.synth_seconds, prof.train_seconds, prof.judge_steps,
                         prof.n_generate, prof.n_generate)
     spec = SpecParams(sample_rate=sample_rate)
-    return prepare_embedded(Path(work) / f"embedded-{sample_rate}", budget, spec)[2]
+    path = prepare_embedded(scratch_dir(work) / f"embedded-{sample_rate}", budget, spec)[2]
+    return _announce(path, f"the embedded procedural dataset: notebook 01 was not run with {work} as its work "
+                           f"folder (run it to train on your music)")
+
+
+def _announce(path: Path, what: str) -> Path:
+    info = _cache_info(path)
+    if info is None:
+        from .dataset import AudioCache
+        AudioCache.load(path)          # raises the error that says what is wrong with it
+    print(f"training data: {what}: {path} ({info['hours']:.2f} h, {info['files']} files, genres {info['genres']}, "
+          f"{info['sample_rate']} Hz)")
+    return path
 
 
 class LivePlot:

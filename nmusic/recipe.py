@@ -101,7 +101,7 @@ class Recipe:
       DDP (then reach the raw module with :meth:`unwrap`).
     - ``optimizers``: ``dict[str, Optimizer]``, saved and loaded by name.
     - :meth:`train_step` does forward, backward and optimiser steps for one batch and returns
-      float losses for logging. It must call each (possibly DDP-wrapped) module at most once per
+      its losses for logging as detached 0-dim tensors (no host sync in the step). It must call each (possibly DDP-wrapped) module at most once per
       backward pass (concatenate real and fake batches, for instance).
     """
 
@@ -113,6 +113,9 @@ class Recipe:
     #: measure sample quality (cMelGAN's per-bin statistics, which a trivial fake would win): then
     #: there is no ``best.pt`` and generation uses the latest checkpoint.
     selects_best: bool = True
+    #: The model is built of RNNs (cuDNN on CUDA): ``amp="auto"`` picks fp16 with the grad scaler
+    #: for it (see :func:`nmusic.trainer.resolve_amp`).
+    recurrent: bool = False
 
     def __init__(self, config, spec: SpecParams, genres: list[str]):
         self.config = config
@@ -122,8 +125,9 @@ class Recipe:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
     # --- training -------------------------------------------------------------------------------
-    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        """``mel``: ``(B, n_mels, frames)`` normalised log-mel; ``genre``: ``(B,)`` int64 ids."""
+    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """``mel``: ``(B, n_mels, frames)`` normalised log-mel; ``genre``: ``(B,)`` int64 ids. Returns the
+        losses as detached 0-dim tensors (floats are accepted too), read on the host only by the trainer."""
         raise NotImplementedError
 
     @torch.no_grad()

@@ -12,7 +12,10 @@ from pathlib import Path
 from .audio import spec_preset
 from .dataset import AudioCache, split_by_file
 from .errors import ConfigError
-from .trainer import UNTIL_BUDGET, TrainConfig, Trainer
+from .config import apply_overrides
+from .trainer import UNTIL_BUDGET, TrainConfig, Trainer, seed_everything
+
+DEFAULT_STEPS = 2000  # optimisation steps when neither a step count nor a time budget is given
 
 
 def build_recipe(model: str, cfg, genres: list[str]):
@@ -24,20 +27,28 @@ def build_recipe(model: str, cfg, genres: list[str]):
 
 
 def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | None = None,
-                time_budget_s: float | None = None, resume: bool = True, device: str = "auto", amp: str = "none",
+                time_budget_s: float | None = None, resume: bool = True, device: str = "auto", amp: str = "auto",
                 compile: bool = False, num_workers: int = 0, seed: int = 0, progress: bool = True,
                 val_fraction: float = 0.25, callbacks=(), train_overrides: dict | None = None) -> dict:
-    """Train (or continue training) ``model`` with config ``cfg`` into ``run_dir``; returns a summary dict."""
+    """Train (or continue training) ``model`` with config ``cfg`` into ``run_dir``; returns a summary dict.
+
+    ``train_overrides``: :class:`~nmusic.trainer.TrainConfig` fields (``grad_clip``, ``ckpt_every``,
+    ``sample_every``, ...), type-checked. ``steps`` defaults to :data:`DEFAULT_STEPS`, or to "until the
+    time budget runs out" when only ``time_budget_s`` is given. Everything random is seeded from
+    ``seed`` before the model is built, so the same call trains the same run.
+    """
     cache = AudioCache.load(cache_path)
     train_files, val_files = split_by_file(cache, val_fraction=val_fraction, seed=seed)
+    seed_everything(seed)      # the initial weights too: one seed, one run
     recipe = build_recipe(model, cfg, cache.genres)
-    if steps is None:  # a time budget decides when to stop; otherwise the preset's step count
-        steps = UNTIL_BUDGET if time_budget_s else getattr(cfg, "steps", 2000)
-    tc = dict(steps=steps, time_budget_s=time_budget_s, device=device, amp=amp, compile=compile,
-              num_workers=num_workers, seed=seed, progress=progress)
-    tc.update(train_overrides or {})
-    trainer = Trainer(recipe, cache, run_dir, TrainConfig(**tc), train_files, val_files, preset, callbacks,
-                      run_info={"cache": str(Path(cache_path).resolve()), "val_fraction": val_fraction})
+    if steps is None:
+        steps = UNTIL_BUDGET if time_budget_s else DEFAULT_STEPS
+    tc = TrainConfig(steps=steps, time_budget_s=time_budget_s, device=device, amp=amp, compile=compile,
+                     num_workers=num_workers, seed=seed, progress=progress)
+    tc = apply_overrides(tc, train_overrides or {})
+    trainer = Trainer(recipe, cache, run_dir, tc, train_files, val_files, preset, callbacks,
+                      run_info={"cache": str(Path(cache_path).resolve()), "val_fraction": val_fraction,
+                                "cache_sample_rate": int(cache.sample_rate), "cache_genres": list(cache.genres)})
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     seconds = time.perf_counter() - t0

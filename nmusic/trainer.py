@@ -9,8 +9,10 @@ What the :class:`Trainer` owns (the :class:`~nmusic.recipe.Recipe` owns the mode
 * data: random clips from :func:`nmusic.dataset.make_loader`, whose batches depend only on
   ``(seed, rank, step)``, turned into normalised log-mel on the training device by
   :class:`~nmusic.audio.MelFrontEnd`; each clip is ``clip_frames`` frames long;
-* device, mixed precision (``amp``: bf16/fp16 through :class:`~nmusic.recipe.StepContext`),
-  ``torch.compile`` and multi-GPU DDP (launched by ``torchrun``; only rank 0 writes files);
+* device (``auto``: the GPU when there is one), mixed precision (``amp``: bf16/fp16 through
+  :class:`~nmusic.recipe.StepContext`; ``auto`` picks per model and GPU, :func:`resolve_amp`),
+  cuDNN autotuning and TF32 matmuls on CUDA, ``torch.compile`` and multi-GPU DDP (launched by
+  ``torchrun``; only rank 0 writes files);
 * checkpoints (modules, optimisers, grad scaler, step, RNG states of every rank, configs, genres,
   spectrogram parameters, history): the newest ``keep_last`` plus ``best.pt`` by validation;
 * validation every ``val_every`` steps on fixed held-out clips (``recipe.eval_step``; its first
@@ -18,12 +20,19 @@ What the :class:`Trainer` owns (the :class:`~nmusic.recipe.Recipe` owns the mode
 * logs: a tqdm progress bar with the losses, ``history.json`` + ``loss.png``, ``train.log``,
   ``run.json`` (what was trained, readable without loading tensors), and callbacks (``on_log``)
   for live plots in notebooks;
+* no host syncs per step: the losses a step returns stay on the device and are read back once
+  per log interval (and before validation, samples and checkpoints);
 * safety: a NaN/inf loss stops the run with :class:`~nmusic.errors.TrainingDiverged` before it can
-  overwrite a checkpoint; ``time_budget_s`` stops cleanly with a checkpoint.
+  overwrite a checkpoint (under fp16 the grad scaler skips such a step instead, and only a long run
+  of skipped steps counts as divergence); ``time_budget_s`` stops cleanly with a checkpoint; a
+  failing periodic sample is reported and training goes on (the checkpoint is written first);
+  checkpoints are written from a background thread, and one session at a time holds the run
+  folder (:class:`~nmusic.checkpoint.RunLock`).
 
 Run directory::
 
     run.json  train.log  history.json  loss.png  ckpt-XXXXXXXX.pt ...  best.pt  samples/step-XXXXXXXX.png
+    session.lock   (while a session trains in it)
 
 What a recipe must respect (so that DDP, compile, AMP and exact resume work):
 
@@ -34,8 +43,9 @@ What a recipe must respect (so that DDP, compile, AMP and exact resume work):
   only through ``forward``: DDP synchronises gradients of what ``forward`` computed;
 * use ``ctx.autocast()``, ``ctx.backward(loss)`` and ``ctx.step(optimizer)``;
 * draw randomness from the global torch/NumPy/Python RNGs (or a generator seeded from
-  ``ctx.step``): they are checkpointed per rank; return the losses as floats, NaN included (the
-  trainer stops every rank together), rather than raising inside ``train_step``;
+  ``ctx.step``): they are checkpointed per rank; return the losses as detached 0-dim tensors (or
+  floats), NaN included (the trainer stops every rank together), rather than raising inside
+  ``train_step``, and never read a device value on the host there (``.item()``, ``float()``);
 * ``extra_state()`` and the config hold tensors and builtins only (checkpoints load with
   ``weights_only=True``).
 """
@@ -46,6 +56,8 @@ import datetime
 import math
 import os
 import random
+import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +69,16 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .audio import MelFrontEnd, SpecParams
-from .checkpoint import (BEST, atomic_write_json, list_checkpoints, load_checkpoint, looks_complete,
-                         save_checkpoint)
+from .checkpoint import (BEST, BackgroundWriter, RunLock, atomic_write_json, cpu_snapshot, list_checkpoints,
+                         load_checkpoint, looks_complete, remove_stale_temporaries, save_checkpoint)
 from .config import from_dict, to_dict
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .recipe import Recipe, StepContext
 
 UNTIL_BUDGET = 10**9  # ``steps`` meaning "until the time budget runs out"
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_CHOICES = ("auto", *AMP_DTYPES)
+MAX_SKIPPED_IN_A_ROW = 25  # fp16: this many steps in a row skipped by the grad scaler count as divergence
 
 
 @dataclass
@@ -83,7 +97,7 @@ class TrainConfig:
     val_clips: int | None = 256       # at most this many fixed validation clips (None: all)
     sample_every: int = 1000
     samples_per_genre: int = 1
-    amp: str = "none"                 # "none" | "bf16" | "fp16" (fp16 needs CUDA)
+    amp: str = "auto"                 # "auto" | "none" | "bf16" | "fp16" (see resolve_amp)
     compile: bool = False             # torch.compile the trainable modules
     compile_backend: str = "inductor"  # torch.compile backend ("eager"/"aot_eager" to debug compile issues)
     device: str = "auto"              # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -92,6 +106,7 @@ class TrainConfig:
     grad_clip: float | None = None    # max gradient norm per optimiser step (None: no clipping)
     time_budget_s: float | None = None  # stop cleanly (with a checkpoint) after this many seconds
     progress: bool = True             # tqdm progress bar
+    deterministic: bool = False       # deterministic CUDA kernels (slower; exact reruns on one GPU)
 
     def __post_init__(self):
         checks = [
@@ -102,7 +117,7 @@ class TrainConfig:
              "must be >= 0 (0 = off)"),
             (self.val_clips is None or self.val_clips >= 1, "val_clips", "must be >= 1 or None"),
             (self.samples_per_genre >= 1, "samples_per_genre", "must be >= 1"),
-            (self.amp in AMP_DTYPES, "amp", f"must be one of {list(AMP_DTYPES)}"),
+            (self.amp in AMP_CHOICES, "amp", f"must be one of {list(AMP_CHOICES)}"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
             (self.num_workers >= 0, "num_workers", "must be >= 0"),
@@ -115,7 +130,9 @@ class TrainConfig:
 
 
 class Callback:
-    """Hooks called on rank 0; override what you need. A plain function is taken as ``on_log``."""
+    """Hooks called on rank 0; override what you need. A plain function is taken as ``on_log``.
+
+    ``on_checkpoint`` is called from the checkpoint writer's thread, once the file is in place."""
 
     def on_log(self, step: int, metrics: dict) -> None:
         """Every history entry: ``{"step", "split": "train"|"val", <losses>...}``."""
@@ -164,15 +181,65 @@ def distributed_env() -> tuple[int, int, int]:
     return rank, world, int(os.environ.get("LOCAL_RANK", str(rank)))
 
 
-def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+def resolve_device(name="auto", local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """The one device resolver: ``"auto"`` is the GPU when there is one, else the CPU; ``"cuda"`` the
+    current GPU (under DDP this process's ``local_rank``); ``"cpu"``, ``"cuda:N"`` or a ``torch.device``."""
+    if isinstance(name, torch.device):
+        name = str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if not (name == "cpu" or name == "cuda" or re.fullmatch(r"cuda:\d+", name or "")):
+        raise ConfigError(f"device {name!r} is not one of 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"TrainConfig.device={name!r} but no CUDA GPU is available; use device='cpu' or 'auto'")
+            raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible; use 'cpu' or 'auto'")
         if name == "cuda":
             return torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
     return torch.device(name)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether the GPU computes bfloat16 in hardware (compute capability 8.0+: A100, L4, H100, ...).
+    ``torch.cuda.is_bf16_supported()`` also says yes where it is only emulated (a T4)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def resolve_amp(amp: str, device: torch.device, recipe) -> str:
+    """The training precision for ``amp`` ("auto", "none", "bf16", "fp16") of ``recipe`` (an instance
+    or class; its ``recurrent`` flag matters) on ``device``; raises :class:`ConfigError` for a
+    combination that would run but not safely.
+
+    ``auto``: fp32 on a CPU. On CUDA, fp16 with the grad scaler for recurrent models (autocast runs
+    cuDNN RNNs in fp16 whatever was asked, so fp16 with its scaler is the safe and fast choice), and
+    for the others bf16 where the GPU has it natively, else fp16 with the scaler. Asked-for bf16 runs
+    MelNet's RNNs outside autocast in fp32 (:func:`nmusic.models.melnet_layers.call_rnn`).
+    """
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"amp must be one of {list(AMP_CHOICES)} (got {amp!r})")
+    cuda = device.type == "cuda"
+    if amp == "auto":
+        if not cuda:
+            return "none"
+        return "fp16" if getattr(recipe, "recurrent", False) or not bf16_native(device) else "bf16"
+    if amp == "fp16" and not cuda:
+        raise ConfigError("amp='fp16' needs a CUDA GPU (fp16 on a CPU is unsupported); use amp='auto', 'bf16' or "
+                          "'none' on a CPU")
+    if amp == "bf16" and cuda and not bf16_native(device):
+        raise ConfigError(f"amp='bf16': {torch.cuda.get_device_name(device)} has no native bfloat16 (it would "
+                          f"be emulated, slowly); use amp='auto' (fp16 with a grad scaler there) or 'none'")
+    return amp
+
+
+def configure_cuda(deterministic: bool = False) -> None:
+    """Settings for fixed-shape training on CUDA: cuDNN picks its fastest kernels (autotuning), fp32
+    matmuls and convolutions use TF32 tensor cores. ``deterministic``: reproducible kernels instead."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def plain(obj):
@@ -240,20 +307,20 @@ class Trainer:
             raise ConfigError("train_files is empty: there is no audio to train on")
         self.rank, self.world_size, self.local_rank = distributed_env()
         self.device = resolve_device(cfg.device, self.local_rank, self.world_size)
-        self.amp_dtype = AMP_DTYPES[cfg.amp]
-        if cfg.amp == "fp16" and self.device.type != "cuda":
-            raise ConfigError("TrainConfig.amp='fp16' needs a CUDA GPU (fp16 on CPU is unsupported); "
-                              "use amp='bf16' or 'none' on CPU")
-        if cfg.amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("TrainConfig.amp='bf16' is not supported by this GPU; use amp='fp16' or 'none'")
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        self.amp = resolve_amp(cfg.amp, self.device, recipe)
+        self.amp_dtype = AMP_DTYPES[self.amp]
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.step = 0
         self.session_start_step = 0  # the step this fit() started from
         self.history: list[dict] = []
         self.best: dict | None = None
         self.checkpoint_path: Path | None = None  # newest checkpoint written or resumed from
         self.resumed_from: Path | None = None
-        self._pending = {"sums": {}, "count": 0}  # losses since the last log entry
+        self._pending = {"sums": {}, "count": 0}  # losses since the last log entry, read back
+        self._unread: list[tuple[int, dict]] = []  # (step, losses) not read back from the device yet
+        self._skipped = {"total": 0, "in_a_row": 0, "since_log": 0}  # steps the fp16 grad scaler skipped
+        self._writer = BackgroundWriter()
+        self._lock: RunLock | None = None
         self._elapsed_before = 0.0  # training seconds of earlier sessions
         self._raw_modules = dict(recipe.modules)
         self._owns_process_group = False
@@ -278,15 +345,22 @@ class Trainer:
         try:
             self._setup(resume)
             self._loop(started)
+            self._writer.wait()
             self._emit("on_end", self.history)
             return self.history
         finally:
-            self.recipe.modules.update(self._raw_modules)
-            if self.is_main and self.history:
-                self._write_history(plot=True)
-            if self._owns_process_group:
-                dist.destroy_process_group()
-                self._owns_process_group = False
+            try:
+                self._writer.wait()
+            finally:
+                self.recipe.modules.update(self._raw_modules)
+                if self.is_main and self.history:
+                    self._write_history(plot=True)
+                if self._lock is not None:
+                    self._lock.release()
+                    self._lock = None
+                if self._owns_process_group:
+                    dist.destroy_process_group()
+                    self._owns_process_group = False
 
     # --- set-up ------------------------------------------------------------------------------------
     def _init_distributed(self) -> None:
@@ -299,6 +373,12 @@ class Trainer:
 
     def _setup(self, resume: bool) -> None:
         recipe = self.recipe
+        if self.is_main:   # one session per run folder, held before anything in it is read
+            self._lock = RunLock(self.run_dir).acquire()
+            for stale in remove_stale_temporaries(self.run_dir):
+                self._say(f"removed {stale.name}, left by an interrupted write")
+        if self.device.type == "cuda":
+            configure_cuda(self.cfg.deterministic)
         recipe.modules.update(self._raw_modules)
         recipe.to(self.device)
         for m in recipe.modules.values():
@@ -318,10 +398,15 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "run.json", self._run_info())
+            hours = float(self.cache.lengths.sum()) / self.cache.sample_rate / 3600
+            self._say(f"training data: {self.extra_run_info.get('cache', 'an in-memory cache')} ({hours:.2f} h at "
+                      f"{self.cache.sample_rate} Hz, genres {list(self.cache.genres)}; {len(self.train_files)} files "
+                      f"for training, {len(self.val_files)} held out)")
             self._say(f"{'resumed from ' + path.name if path else 'new run'} at step {self.step}"
                       f"{'' if self.cfg.steps >= UNTIL_BUDGET else '/' + str(self.cfg.steps)}: "
                       f"{recipe.name} ({self.model_preset}), {recipe.n_params():,} parameters, "
-                      f"device {self.device}, amp {self.cfg.amp}, world size {self.world_size}")
+                      f"device {self.device}, amp {self.amp}"
+                      f"{' (auto)' if self.cfg.amp == 'auto' else ''}, world size {self.world_size}")
         self._wrap_modules()
 
     def _find_checkpoint(self, paths: list[Path]) -> tuple[dict | None, Path | None]:
@@ -378,6 +463,7 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.best = state.get("best")
         self._pending = state.get("log_pending") or {"sums": {}, "count": 0}
+        self._skipped = {"total": 0, "in_a_row": 0, "since_log": 0, **(state.get("skipped_steps") or {})}
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self.checkpoint_path = self.resumed_from = path
         changed = _config_diff(state.get("train_config", {}), plain(to_dict(self.cfg)))
@@ -429,25 +515,25 @@ class Trainer:
                     mel = self.front_end(wave)
                 ctx = StepContext(step=self.step, device=self.device, amp_dtype=self.amp_dtype, scaler=self.scaler,
                                   grad_clip=cfg.grad_clip, rank=self.rank, world_size=self.world_size)
-                losses = {k: float(v) for k, v in self.recipe.train_step(mel, genre, ctx).items()}
-                bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                self._unread.append((self.step, self.recipe.train_step(mel, genre, ctx)))
                 out_of_time = cfg.time_budget_s is not None and time.monotonic() - started >= cfg.time_budget_s
-                diverged, out_of_time = self._agree(bool(bad), out_of_time)
-                if diverged:
-                    self._diverged(bad)
+                out_of_time = self._agree(out_of_time and self.is_main) if cfg.time_budget_s is not None else False
                 self.step += 1
                 bar.update(1)
-                self._accumulate(losses)
                 s, final = self.step, self.step >= cfg.steps
-                if s % cfg.log_every == 0 or final or out_of_time:
+                log = s % cfg.log_every == 0 or final or out_of_time
+                validate = bool(self.val_files and cfg.val_every and s % cfg.val_every == 0)
+                sample = bool(cfg.sample_every and (s % cfg.sample_every == 0 or final))
+                ckpt = bool(cfg.ckpt_every and s % cfg.ckpt_every == 0) or final or out_of_time
+                if log or validate or sample or ckpt:
+                    self._read_back()          # the one host sync; a divergence stops here, before any write
+                if log:
                     self._log_train(started, bar)
-                is_best = False
-                if self.val_files and cfg.val_every and s % cfg.val_every == 0:
-                    is_best = self._validate()
-                if cfg.sample_every and (s % cfg.sample_every == 0 or final) and self.is_main:
-                    self._sample()
-                if (cfg.ckpt_every and s % cfg.ckpt_every == 0) or final or out_of_time or is_best:
+                is_best = self._validate() if validate else False
+                if ckpt or is_best:
                     self._checkpoint(started, is_best)
+                if sample and self.is_main:
+                    self._sample_safely()
                 if out_of_time:
                     if self.is_main:
                         self._say(f"time budget of {cfg.time_budget_s:g} s reached at step {s}; checkpoint saved, "
@@ -456,21 +542,53 @@ class Trainer:
         finally:
             bar.close()
 
-    def _agree(self, diverged: bool, out_of_time: bool) -> tuple[bool, bool]:
-        """All ranks stop together: a NaN on any rank, or rank 0 running out of time, stops everyone."""
+    def _agree(self, flag: bool) -> bool:
+        """All ranks decide together: true on any rank is true on every rank (one all-reduce)."""
         if self.world_size == 1:
-            return diverged, out_of_time
-        flags = torch.tensor([float(diverged), float(out_of_time and self.is_main)], device=self.device)
+            return flag
+        flags = torch.tensor([float(flag)], device=self.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return bool(flags[0]), bool(flags[1])
+        return bool(flags[0])
 
-    def _diverged(self, bad: dict) -> None:
+    def _read_back(self) -> None:
+        """Bring the losses of the steps since the last read back to the host (one transfer for all),
+        add the finite ones to the log sums, and stop on divergence (every rank together).
+
+        With the fp16 grad scaler a non-finite step is one the scaler skipped (it lowers its scale);
+        it is counted, not logged, and only ``MAX_SKIPPED_IN_A_ROW`` of them in a row are divergence.
+        """
+        unread, self._unread = self._unread, []
+        tensors = [v for _, losses in unread for v in losses.values() if isinstance(v, torch.Tensor)]
+        values = iter(torch.stack([t.detach().reshape(()).double() for t in tensors]).tolist() if tensors else [])
+        bad = None
+        for index, losses in unread:
+            floats = {k: next(values) if isinstance(v, torch.Tensor) else float(v) for k, v in losses.items()}
+            if all(math.isfinite(v) for v in floats.values()):
+                self._skipped["in_a_row"] = 0
+                self._accumulate(floats)
+                continue
+            if self.scaler is not None:
+                self._skipped["total"] += 1
+                self._skipped["since_log"] += 1
+                self._skipped["in_a_row"] += 1
+                if self._skipped["in_a_row"] < MAX_SKIPPED_IN_A_ROW:
+                    continue
+            bad = (index + 1, {k: v for k, v in floats.items() if not math.isfinite(v)})
+            break
+        if self._agree(bad is not None):
+            self._diverged(*(bad or (self.step, {})))
+
+    def _diverged(self, step: int, bad: dict) -> None:
+        self._writer.wait()            # the last good checkpoint, if one is being written, is complete
         where = (f"the last good checkpoint {self.checkpoint_path} is intact" if self.checkpoint_path
                  else "no checkpoint was written yet")
         shown = ", ".join(f"{k}={v}" for k, v in bad.items()) or "a loss on another rank"
+        skipped = (f" after {self._skipped['in_a_row']} steps in a row skipped by the fp16 grad scaler"
+                   if self.scaler is not None else "")
         raise TrainingDiverged(
-            f"training diverged at step {self.step + 1}: {shown} (not finite); stopped without saving, {where}. "
-            f"Lower the learning rate, set grad_clip, or use amp='bf16'/'none' instead of 'fp16', then resume")
+            f"training diverged at step {step}: {shown} (not finite){skipped}; stopped without saving, {where}. "
+            f"Lower the learning rate, set grad_clip (`--set grad_clip=1.0`, or train_overrides={{'grad_clip': 1.0}}), "
+            f"or use amp='bf16'/'none' instead of 'fp16', then resume")
 
     def _accumulate(self, losses: dict) -> None:
         sums = self._pending["sums"]
@@ -481,6 +599,9 @@ class Trainer:
     def _log_train(self, started: float, bar) -> None:
         count = max(self._pending["count"], 1)
         entry = {"step": self.step, "split": "train", **{k: v / count for k, v in self._pending["sums"].items()}}
+        if self.scaler is not None:
+            entry["skipped_steps"] = self._skipped["since_log"]
+            self._skipped["since_log"] = 0
         session = time.monotonic() - started
         entry["elapsed_s"] = round(self._elapsed_before + session, 3)
         entry["steps_per_s"] = round((self.step - self.session_start_step) / max(session, 1e-9), 3)
@@ -542,6 +663,18 @@ class Trainer:
             is_best = flag[0]
         return is_best
 
+    def _sample_safely(self) -> None:
+        """Periodic samples are a by-product: one that fails (out of memory, a bug) is reported in the
+        log and training goes on; the checkpoint of this step is already written."""
+        try:
+            self._sample()
+        except Exception as e:  # noqa: BLE001 - anything but an interrupt
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            detail = (str(e).strip().splitlines() or [""])[0][:300]
+            self._say(f"sampling at step {self.step} failed ({type(e).__name__}: {detail}); no samples this time, "
+                      f"training goes on")
+
     def _sample(self) -> None:
         genres = self.recipe.genres
         ids = torch.arange(len(genres), device=self.device).repeat_interleave(self.cfg.samples_per_genre)
@@ -571,11 +704,13 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rngs, "history": list(self.history), "best": self.best, "extra": recipe.extra_state(),
             "log_pending": {"sums": dict(self._pending["sums"]), "count": self._pending["count"]},
+            "skipped_steps": dict(self._skipped),
             "elapsed_s": elapsed_s, "world_size": self.world_size, "clip_frames": self.clip_frames,
             "batch_size": self.batch_size, "nmusic_version": __version__, "torch_version": str(torch.__version__),
         })
 
     def _checkpoint(self, started: float, is_best: bool) -> None:
+        """Snapshot the state to the CPU now, write it from the background writer (training goes on)."""
         mine = rng_state(self.device)
         if self.world_size > 1:
             rngs = [None] * self.world_size
@@ -584,22 +719,27 @@ class Trainer:
             rngs = [mine]
         if not self.is_main:
             return
+        self._lock.check()            # another session took the run folder over: stop before writing
         elapsed = self._elapsed_before + time.monotonic() - started
-        path = save_checkpoint(self.state_dict(elapsed, rngs), self.run_dir, self.step, keep_last=self.cfg.keep_last,
-                               is_best=is_best)
-        self.checkpoint_path = path
+        state, step = cpu_snapshot(self.state_dict(elapsed, rngs)), self.step
+
+        def write():
+            path = save_checkpoint(state, self.run_dir, step, keep_last=self.cfg.keep_last, is_best=is_best)
+            self.checkpoint_path = path
+            self._emit("on_checkpoint", step, path)
+
+        self._writer.submit(write)
         self._write_history()
-        self._emit("on_checkpoint", self.step, path)
 
     def _write_history(self, plot: bool = False) -> None:
         """history.json; loss.png too when ``plot`` or when the last plot is a minute old."""
         atomic_write_json(self.run_dir / "history.json", self.history)
         keys = [k for k in dict.fromkeys(k for h in self.history for k in h)
-                if k not in ("step", "split", "elapsed_s", "steps_per_s")]
+                if k not in ("step", "split", "elapsed_s", "steps_per_s", "skipped_steps")]
         if keys and (plot or time.monotonic() - self._last_plot >= 60):
             self._last_plot = time.monotonic()
             from . import plots
-            tmp = self.run_dir / f".tmp-{os.getpid()}-loss.png"
+            tmp = self.run_dir / f".tmp-{os.getpid()}-{threading.get_ident()}-loss.png"
             plots.loss_curves(self.history, path=tmp, keys=keys)
             os.replace(tmp, self.run_dir / "loss.png")
 
@@ -647,8 +787,9 @@ def describe_checkpoint(state: dict) -> str:
     return f"{name} (step {state.get('step', '?')}, {state.get('checkpoint_choice') or 'given'})"
 
 
-def load_run(run_dir_or_ckpt, device="cpu", registry: dict | None = None, which: str = "best") -> tuple[Recipe, dict]:
-    """Rebuild the trained recipe of a run (in eval mode on ``device``) and return it with its checkpoint.
+def load_run(run_dir_or_ckpt, device="auto", registry: dict | None = None, which: str = "best") -> tuple[Recipe, dict]:
+    """Rebuild the trained recipe of a run (in eval mode on ``device``; ``auto``: the GPU when there is
+    one) and return it with its checkpoint.
 
     ``run_dir_or_ckpt``: a run directory or a checkpoint file. In a directory, ``which="best"`` takes
     ``best.pt`` when the model selects one by validation (MelNet: held-out likelihood), else the newest

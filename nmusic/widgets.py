@@ -61,14 +61,15 @@ class GeneratePanel:
     After a click, ``last`` maps each column title to ``{"source", "mel", "wave", "sample_rate"}``.
     """
 
-    def __init__(self, run_dirs, cache, real_files=None, device: str = "cpu"):
+    def __init__(self, run_dirs, cache, real_files=None, device: str = "auto"):
         from .dataset import split_by_file
         from .evaluate import VAL_FRACTION, run_label
+        from .trainer import resolve_device
 
         self.runs = {run_label(r): Path(r) for r in run_dirs}
         if not self.runs:
             raise ConfigError("GeneratePanel: give at least one run directory")
-        self.cache, self.device = cache, torch.device(device)
+        self.cache, self.device = cache, resolve_device(device)
         self.real_files = list(real_files) if real_files is not None else split_by_file(cache, VAL_FRACTION)[1]
         self._recipes: dict[str, tuple] = {}
         self._front_ends: dict[SpecParams, MelFrontEnd] = {}

@@ -5,6 +5,7 @@
 #     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -34,38 +35,63 @@
 # also what the test profile (`NMUSIC_PROFILE=test`) runs.
 
 # %%
-import os
-import sys
+# Set-up. In Colab: the code of this notebook's version is cloned once per runtime (a restart keeps
+# it) and your work is kept on Google Drive. WORK_DIR is where runs, the audio cache and ratings are
+# kept: None = Google Drive (MyDrive/nmusic) in Colab, notebooks/nmusic_work elsewhere; or any folder
+# (a folder under /content is lost when Colab disconnects).
+WORK_DIR = None
+NMUSIC_VERSION, NMUSIC_REF = "0.1.0", "main"  # the nmusic this notebook belongs to
 
-if "google.colab" in sys.modules and not os.path.exists("nmusic"):  # Colab: get the code first
-    os.system("git clone -q https://github.com/nmusic-dev/nmusic /content/nmusic")
-    os.chdir("/content/nmusic")
-    sys.path.insert(0, os.getcwd())
-elif os.path.basename(os.getcwd()) == "notebooks":
-    sys.path.insert(0, os.path.dirname(os.getcwd()))
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
+ROOT = next((d for d in (os.getcwd(), os.path.dirname(os.getcwd()), os.path.join(os.getcwd(), "nmusic"))
+             if os.path.isfile(os.path.join(d, "nmusic", "__init__.py"))), None)
+if ROOT is None and COLAB:  # first run in this runtime: get the code
+    ROOT = os.path.join(os.getcwd(), "nmusic")
+    clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", NMUSIC_REF,
+                            "https://github.com/nmusic-dev/nmusic", ROOT], capture_output=True, text=True)
+    if clone.returncode != 0:
+        raise RuntimeError(f"could not clone nmusic {NMUSIC_REF} into {ROOT}: {clone.stderr.strip()}")
+if ROOT is None:
+    raise RuntimeError("run this notebook from the nmusic repository's notebooks/ folder, or in Colab")
+if COLAB:
+    os.chdir(ROOT)  # `!python -m nmusic ...` works from here
+if sys.path[0] != ROOT:
+    sys.path.insert(0, ROOT)
+if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith(ROOT):
+    for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
+        del sys.modules[name]
 
 from nmusic.notebook import setup  # noqa: E402
 
-PROFILE, WORK = setup()
-print(PROFILE.name, "profile; work folder:", WORK.name)
+PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
 # %% [markdown]
-# ## Where is your music?
-# Set `SOURCE` to a Google Drive share link or file id, a `.zip`/`.tar.*` on mounted Drive
-# (mount it first: `from google.colab import drive; drive.mount('/content/drive')`), or a local
-# folder with one sub-folder per genre. Leave it empty to use the embedded dataset.
+# ## Where is your music, and which model will learn from it?
+# Set `SOURCE` to a Google Drive share link or file id, a `.zip`/`.tar.*` on Drive (in Colab,
+# mounted at `/content/drive`), or a local folder with one sub-folder per genre. Leave it empty to
+# use the embedded dataset. `SPEC_PRESET` is the spectrogram of the model you will train: its
+# sample rate is the cache's. `"default"` (16 kHz) is the `tiny` presets'; the `paper-*` presets
+# use `"melnet-paper"` / `"cmelgan-paper"` (22.05 kHz). Notebooks 02-04 prepare the data again at
+# another rate if a model needs one.
 
 # %%
 SOURCE = ""  # e.g. "https://drive.google.com/file/d/<id>/view" or "/content/drive/MyDrive/music.tar.gz"
+SPEC_PRESET = "default"  # "default" (16 kHz: tiny presets), "melnet-paper" or "cmelgan-paper" (22.05 kHz)
 
 # %%
 from nmusic.fetch import fetch  # noqa: E402
+from nmusic.notebook import scratch_dir  # noqa: E402
 from nmusic.synth import write_dataset  # noqa: E402
 
+SCRATCH = scratch_dir(WORK)  # extracted audio: the runtime's fast disk in Colab (made again from SOURCE)
 if not SOURCE:
-    SOURCE = str(write_dataset(WORK / "embedded", files_per_genre=PROFILE.synth_files_per_genre,
+    SOURCE = str(write_dataset(SCRATCH / "embedded", files_per_genre=PROFILE.synth_files_per_genre,
                                seconds=PROFILE.synth_seconds, seed=0))
-DATA_ROOT = fetch(SOURCE, WORK / "raw")
+DATA_ROOT = fetch(SOURCE, SCRATCH / "raw")
 print("genres:", sorted(p.name for p in DATA_ROOT.iterdir() if p.is_dir()))
 
 # %% [markdown]
@@ -89,15 +115,16 @@ plots.bar_chart({g: h * 60 for g, h in manifest.hours_per_genre().items()}, "min
 # %% [markdown]
 # ## Prepare the RAM-resident dataset
 # All files are decoded and resampled with torchaudio on every core, then stored as one flat
-# tensor plus offsets. Reloading it takes seconds, so later notebooks start from here.
+# tensor plus offsets in the work folder (on Drive in Colab, with the manifest). Reloading it takes
+# seconds, so later notebooks start from here, also after a disconnect.
 
 # %%
 import time  # noqa: E402
 
-from nmusic.audio import MelFrontEnd, SpecParams  # noqa: E402
+from nmusic.audio import MelFrontEnd, spec_preset  # noqa: E402
 from nmusic.dataset import AudioCache, prepare, split_by_file  # noqa: E402
 
-SPEC = SpecParams()
+SPEC = spec_preset(SPEC_PRESET)
 cache = prepare(manifest, SPEC.sample_rate, WORK / "cache.pt")
 t0 = time.perf_counter()
 cache = AudioCache.load(WORK / "cache.pt")

@@ -5,6 +5,7 @@
 #     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,colab,accelerator
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -29,26 +30,47 @@
 # for every frame.
 
 # %%
-import os
-import sys
+# Set-up. In Colab: the code of this notebook's version is cloned once per runtime (a restart keeps
+# it) and your work is kept on Google Drive. WORK_DIR is where runs, the audio cache and ratings are
+# kept: None = Google Drive (MyDrive/nmusic) in Colab, notebooks/nmusic_work elsewhere; or any folder
+# (a folder under /content is lost when Colab disconnects).
+WORK_DIR = None
+NMUSIC_VERSION, NMUSIC_REF = "0.1.0", "main"  # the nmusic this notebook belongs to
 
-if "google.colab" in sys.modules and not os.path.exists("nmusic"):  # Colab: get the code first
-    os.system("git clone -q https://github.com/nmusic-dev/nmusic /content/nmusic")
-    os.chdir("/content/nmusic")
-    sys.path.insert(0, os.getcwd())
-elif os.path.basename(os.getcwd()) == "notebooks":
-    sys.path.insert(0, os.path.dirname(os.getcwd()))
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
+ROOT = next((d for d in (os.getcwd(), os.path.dirname(os.getcwd()), os.path.join(os.getcwd(), "nmusic"))
+             if os.path.isfile(os.path.join(d, "nmusic", "__init__.py"))), None)
+if ROOT is None and COLAB:  # first run in this runtime: get the code
+    ROOT = os.path.join(os.getcwd(), "nmusic")
+    clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", NMUSIC_REF,
+                            "https://github.com/nmusic-dev/nmusic", ROOT], capture_output=True, text=True)
+    if clone.returncode != 0:
+        raise RuntimeError(f"could not clone nmusic {NMUSIC_REF} into {ROOT}: {clone.stderr.strip()}")
+if ROOT is None:
+    raise RuntimeError("run this notebook from the nmusic repository's notebooks/ folder, or in Colab")
+if COLAB:
+    os.chdir(ROOT)  # `!python -m nmusic ...` works from here
+if sys.path[0] != ROOT:
+    sys.path.insert(0, ROOT)
+if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith(ROOT):
+    for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
+        del sys.modules[name]
 
 from nmusic.notebook import setup  # noqa: E402
 
-PROFILE, WORK = setup()
-print(PROFILE.name, "profile")
+PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
 # %% [markdown]
 # ## Configure
 # `tiny` runs on a CPU; `paper-small` / `paper-large` are the paper's Table 1 models (4.04M and
-# 50.8M parameters); `checkpoint=True` trades compute for memory (paper 4.2). Put `RUN_DIR` on
-# mounted Drive to survive a disconnect.
+# 50.8M parameters); `checkpoint=True` trades compute for memory (paper 4.2). `RUN_DIR` is in the
+# work folder (on Drive in Colab), so a disconnect costs only the steps since the last checkpoint.
+# Training runs on the GPU when there is one, in the precision that is safe there (fp16 with a
+# grad scaler for MelNet's RNNs).
 
 # %%
 from dataclasses import replace  # noqa: E402
@@ -56,13 +78,15 @@ from dataclasses import replace  # noqa: E402
 from nmusic.audio import spec_preset  # noqa: E402
 from nmusic.config import resolve  # noqa: E402
 from nmusic.models.melnet import PRESETS  # noqa: E402
+from nmusic.trainer import resolve_device  # noqa: E402
 
 PRESET = "tiny"
 OVERRIDES = {}
 cfg = resolve(PRESETS, PRESET, OVERRIDES)
 SPEC = spec_preset(cfg.spec)
 RUN_DIR = WORK / "runs" / f"melnet-{PRESET}"
-print(cfg)
+DEVICE = resolve_device("auto")  # the GPU when there is one
+print(cfg, "\ndevice:", DEVICE)
 
 # %%
 from nmusic.notebook import ensure_cache  # noqa: E402
@@ -110,7 +134,7 @@ from nmusic.dataset import AudioCache, fixed_clips, split_by_file  # noqa: E402
 from nmusic.models.melnet import gaussian_baseline_nll  # noqa: E402
 from nmusic.trainer import load_run  # noqa: E402
 
-recipe, ckpt = load_run(RUN_DIR, which="latest")
+recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
 cache = AudioCache.load(CACHE)
 train_files, val_files = split_by_file(cache, val_fraction=0.25, seed=0)
 front_end = MelFrontEnd(SPEC)
@@ -118,7 +142,8 @@ clip = SPEC.samples(cfg.clip_frames)
 train_mel = front_end(fixed_clips(cache, train_files, clip, seed=0)[0])
 held_wave, held_genre = fixed_clips(cache, val_files, clip, seed=0)
 held_mel = front_end(held_wave)
-print(f"MelNet held-out NLL {recipe.eval_step(held_mel, held_genre)['nll']:.3f} nats/element; "
+nll = recipe.eval_step(held_mel.to(DEVICE), held_genre.to(DEVICE))["nll"]
+print(f"MelNet held-out NLL {nll:.3f} nats/element; "
       f"Gaussian-per-bin baseline {gaussian_baseline_nll(train_mel, held_mel):.3f}")
 
 # %% [markdown]
@@ -135,9 +160,9 @@ from nmusic.notebook import audio_player  # noqa: E402
 
 TEMPERATURE = 0.8
 genre_ids = torch.arange(len(recipe.genres))
-mels = recipe.sample(genre_ids, generator=torch.Generator().manual_seed(0), temperature=TEMPERATURE)
+mels = recipe.sample(genre_ids, generator=torch.Generator().manual_seed(0), temperature=TEMPERATURE).cpu()
 primed = recipe.sample(held_genre[:1], generator=torch.Generator().manual_seed(0), temperature=TEMPERATURE,
-                       prime=held_mel[:1, :, : cfg.clip_frames // 2], n_frames=cfg.clip_frames)
+                       prime=held_mel[:1, :, : cfg.clip_frames // 2], n_frames=cfg.clip_frames).cpu()
 plots.spectrogram_grid(torch.cat([mels, primed]),
                        [recipe.genres[g] for g in genre_ids] + [f"continues a real {recipe.genres[held_genre[0]]} clip"]);
 

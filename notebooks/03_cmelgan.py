@@ -29,44 +29,66 @@
 # paper's own loss.
 
 # %%
-import os
-import sys
+# Set-up. In Colab: the code of this notebook's version is cloned once per runtime (a restart keeps
+# it) and your work is kept on Google Drive. WORK_DIR is where runs, the audio cache and ratings are
+# kept: None = Google Drive (MyDrive/nmusic) in Colab, notebooks/nmusic_work elsewhere; or any folder
+# (a folder under /content is lost when Colab disconnects).
+WORK_DIR = None
+NMUSIC_VERSION, NMUSIC_REF = "0.1.0", "main"  # the nmusic this notebook belongs to
 
-if "google.colab" in sys.modules and not os.path.exists("nmusic"):  # Colab: get the code first
-    os.system("git clone -q https://github.com/nmusic-dev/nmusic /content/nmusic")
-    os.chdir("/content/nmusic")
-    sys.path.insert(0, os.getcwd())
-elif os.path.basename(os.getcwd()) == "notebooks":
-    sys.path.insert(0, os.path.dirname(os.getcwd()))
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
+ROOT = next((d for d in (os.getcwd(), os.path.dirname(os.getcwd()), os.path.join(os.getcwd(), "nmusic"))
+             if os.path.isfile(os.path.join(d, "nmusic", "__init__.py"))), None)
+if ROOT is None and COLAB:  # first run in this runtime: get the code
+    ROOT = os.path.join(os.getcwd(), "nmusic")
+    clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", NMUSIC_REF,
+                            "https://github.com/nmusic-dev/nmusic", ROOT], capture_output=True, text=True)
+    if clone.returncode != 0:
+        raise RuntimeError(f"could not clone nmusic {NMUSIC_REF} into {ROOT}: {clone.stderr.strip()}")
+if ROOT is None:
+    raise RuntimeError("run this notebook from the nmusic repository's notebooks/ folder, or in Colab")
+if COLAB:
+    os.chdir(ROOT)  # `!python -m nmusic ...` works from here
+if sys.path[0] != ROOT:
+    sys.path.insert(0, ROOT)
+if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith(ROOT):
+    for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
+        del sys.modules[name]
 
 from nmusic.notebook import setup  # noqa: E402
 
-PROFILE, WORK = setup()
-print(PROFILE.name, "profile")
+PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
 # %% [markdown]
 # ## Configure
 # A preset plus overrides. Every field is checked: a typo is an error that names the field.
-# Put `RUN_DIR` on mounted Drive (`/content/drive/MyDrive/nmusic/runs/...`) so that a Colab
-# disconnect loses nothing: running the training cell again resumes from the last checkpoint.
+# `RUN_DIR` is in the work folder (on Drive in Colab, `MyDrive/nmusic/runs/...`), so a Colab
+# disconnect costs only the steps since the last checkpoint: running the training cell again
+# resumes from it. Training runs on the GPU when there is one (bf16 where the GPU has it, else
+# fp16 with a grad scaler).
 
 # %%
 from nmusic.audio import spec_preset  # noqa: E402
 from nmusic.config import resolve  # noqa: E402
 from nmusic.models.cmelgan import PRESETS  # noqa: E402
+from nmusic.trainer import resolve_device  # noqa: E402
 
 PRESET = "tiny"
 OVERRIDES = {}
 cfg = resolve(PRESETS, PRESET, OVERRIDES)
 SPEC = spec_preset(cfg.spec)
 RUN_DIR = WORK / "runs" / f"cmelgan-{PRESET}"
-print(cfg)
+DEVICE = resolve_device("auto")  # the GPU when there is one
+print(cfg, "\ndevice:", DEVICE)
 
 # %%
 from nmusic.notebook import ensure_cache  # noqa: E402
 
 CACHE = ensure_cache(WORK, PROFILE, SPEC.sample_rate)
-print("training data:", CACHE.name)
 
 # %% [markdown]
 # ## Train
@@ -108,7 +130,7 @@ from nmusic.generate import sample_mels  # noqa: E402
 from nmusic.notebook import audio_player  # noqa: E402
 from nmusic.trainer import load_run  # noqa: E402
 
-recipe, ckpt = load_run(RUN_DIR, which="latest")
+recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
 ids = [g for g in range(len(recipe.genres)) for _ in range(PROFILE.n_generate)]
 mels = sample_mels(recipe, ids, seed=0)
 plots.spectrogram_grid(mels, [recipe.genres[g] for g in ids], cols=PROFILE.n_generate);
@@ -133,7 +155,8 @@ from IPython.display import Markdown  # noqa: E402
 
 from nmusic.evaluate import evaluate_runs, validity_markdown  # noqa: E402
 
-metrics = evaluate_runs([RUN_DIR], WORK / "eval-cmelgan", cache_path=CACHE, n_per_genre=4 * PROFILE.n_generate,
+metrics = evaluate_runs([RUN_DIR], WORK / "eval-cmelgan", cache_path=CACHE, device=DEVICE,
+                        n_per_genre=4 * PROFILE.n_generate,
                         judge_steps=PROFILE.judge_steps, progress=False)
 run = metrics["runs"][0]
 display(Markdown(validity_markdown(metrics["reference"][0])))

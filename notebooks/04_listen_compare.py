@@ -36,20 +36,39 @@
 # The same metrics come from the command line: `nmusic evaluate RUN_DIR [RUN_DIR ...] --out DIR`.
 
 # %%
-import os
-import sys
+# Set-up. In Colab: the code of this notebook's version is cloned once per runtime (a restart keeps
+# it) and your work is kept on Google Drive. WORK_DIR is where runs, the audio cache and ratings are
+# kept: None = Google Drive (MyDrive/nmusic) in Colab, notebooks/nmusic_work elsewhere; or any folder
+# (a folder under /content is lost when Colab disconnects).
+WORK_DIR = None
+NMUSIC_VERSION, NMUSIC_REF = "0.1.0", "main"  # the nmusic this notebook belongs to
 
-if "google.colab" in sys.modules and not os.path.exists("nmusic"):  # Colab: get the code first
-    os.system("git clone -q https://github.com/nmusic-dev/nmusic /content/nmusic")
-    os.chdir("/content/nmusic")
-    sys.path.insert(0, os.getcwd())
-elif os.path.basename(os.getcwd()) == "notebooks":
-    sys.path.insert(0, os.path.dirname(os.getcwd()))
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+COLAB = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
+ROOT = next((d for d in (os.getcwd(), os.path.dirname(os.getcwd()), os.path.join(os.getcwd(), "nmusic"))
+             if os.path.isfile(os.path.join(d, "nmusic", "__init__.py"))), None)
+if ROOT is None and COLAB:  # first run in this runtime: get the code
+    ROOT = os.path.join(os.getcwd(), "nmusic")
+    clone = subprocess.run(["git", "clone", "-q", "--depth", "1", "--branch", NMUSIC_REF,
+                            "https://github.com/nmusic-dev/nmusic", ROOT], capture_output=True, text=True)
+    if clone.returncode != 0:
+        raise RuntimeError(f"could not clone nmusic {NMUSIC_REF} into {ROOT}: {clone.stderr.strip()}")
+if ROOT is None:
+    raise RuntimeError("run this notebook from the nmusic repository's notebooks/ folder, or in Colab")
+if COLAB:
+    os.chdir(ROOT)  # `!python -m nmusic ...` works from here
+if sys.path[0] != ROOT:
+    sys.path.insert(0, ROOT)
+if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith(ROOT):
+    for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
+        del sys.modules[name]
 
 from nmusic.notebook import setup  # noqa: E402
 
-PROFILE, WORK = setup()
-print(PROFILE.name, "profile")
+PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
 # %% [markdown]
 # ## Which runs?
@@ -61,7 +80,7 @@ print(PROFILE.name, "profile")
 
 # %%
 RUN_DIRS = []  # e.g. ["/content/drive/MyDrive/nmusic/runs/cmelgan-paper-small", ".../melnet-paper-small"]
-CACHE = None   # e.g. "/content/nmusic_work/cache.pt"
+CACHE = None   # e.g. "/content/drive/MyDrive/nmusic/cache.pt"
 
 # %%
 from pathlib import Path  # noqa: E402
@@ -84,9 +103,10 @@ if not RUN_DIRS and PROFILE.name == "test":
 if not RUN_DIRS:
     raise NmusicError(f"no trained runs under {WORK / 'runs'}: train one (notebook 03, `nmusic train`) or set RUN_DIRS")
 
-from nmusic.trainer import load_run  # noqa: E402
+from nmusic.trainer import load_run, resolve_device  # noqa: E402
 
-SAMPLE_RATE = load_run(RUN_DIRS[0])[0].spec.sample_rate
+DEVICE = resolve_device("auto")  # the GPU when there is one
+SAMPLE_RATE = load_run(RUN_DIRS[0], device=DEVICE)[0].spec.sample_rate
 if CACHE is None:
     try:
         CACHE = find_cache(RUN_DIRS[0])
@@ -103,13 +123,12 @@ print("real audio:", Path(CACHE).name)
 # that genre, and the real clip after mel → Griffin-Lim, each with its spectrogram and a player.
 
 # %%
-import torch  # noqa: E402
 
 from nmusic.dataset import AudioCache  # noqa: E402
 from nmusic.widgets import GeneratePanel  # noqa: E402
 
 cache = AudioCache.load(CACHE, sample_rate=SAMPLE_RATE)
-panel = GeneratePanel(RUN_DIRS, cache, device="cuda" if torch.cuda.is_available() else "cpu")
+panel = GeneratePanel(RUN_DIRS, cache, device=DEVICE)
 panel.generate()  # one draw right away; change the controls and press Generate for more
 panel
 
@@ -175,7 +194,7 @@ if mos:
 # %%
 from nmusic.evaluate import evaluate_runs, table1_markdown, validity_markdown  # noqa: E402
 
-metrics = evaluate_runs(RUN_DIRS, WORK / "eval", cache_path=CACHE, device=str(panel.device),
+metrics = evaluate_runs(RUN_DIRS, WORK / "eval", cache_path=CACHE, device=DEVICE,
                         n_per_genre=4 * PROFILE.n_generate, judge_steps=PROFILE.judge_steps,
                         ratings=RATINGS_CSV, test_id=test.test_id, progress=False)
 for ref in metrics["reference"]:

@@ -35,6 +35,8 @@ class ToyConfig:
     lr: float = 1e-2
     noise: float = 0.3
     nan_at: int | None = None  # train_step index (0-based) whose loss is NaN
+    nan_from: int | None = None  # every train_step from this index (0-based) on has a NaN loss
+    sample_fails_at: int | None = None  # trainer step (1-based) at which sample() raises
     sleep_s: float = 0.0       # per training step, to make a run slow enough to kill
 
 
@@ -73,7 +75,7 @@ class ToyRecipe(Recipe):
         noisy = x + scale * torch.randn_like(x)
         with ctx.autocast():
             loss = torch.nn.functional.mse_loss(self.modules["net"](noisy, genre).float(), x)
-        if self.config.nan_at is not None and ctx.step == self.config.nan_at:
+        if ctx.step == self.config.nan_at or (self.config.nan_from is not None and ctx.step >= self.config.nan_from):
             loss = loss * float("nan")
         ctx.backward(loss)
         ctx.step(self.optimizers["net"])
@@ -89,6 +91,8 @@ class ToyRecipe(Recipe):
         return {"mse": float(torch.nn.functional.mse_loss(clean, x)), "abs": float((clean - x).abs().mean())}
 
     def sample(self, genre, generator=None, **kwargs):
+        if self.config.sample_fails_at is not None and self.updates == self.config.sample_fails_at:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (the toy's sampler failing on purpose)")
         frames = self.config.clip_frames
         z = torch.randn(len(genre), frames, self.spec.n_mels, generator=generator, device=genre.device)
         return torch.tanh(self.modules["ema"](z, genre)).transpose(1, 2)

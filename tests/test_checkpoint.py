@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from nmusic.checkpoint import (atomic_write, checkpoint_name, latest_checkpoint, list_checkpoints,
-                               load_checkpoint, save_checkpoint)
+from nmusic.checkpoint import (atomic_write, checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint,
+                               remove_stale_temporaries, save_checkpoint)
 from nmusic.errors import CheckpointError
 
 
@@ -39,9 +39,11 @@ def test_latest_skips_partial_and_truncated_files(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(tmp_path / "ckpt-00000400.pt")
     assert "ckpt-00000400.pt" in str(e.value) and "incomplete or corrupt" in str(e.value)
-    save_checkpoint(_state(3), tmp_path, 600, keep_last=10)  # cleans up leftover temp files
-    assert not list(tmp_path.glob(".tmp-*"))
+    save_checkpoint(_state(3), tmp_path, 600, keep_last=10)  # another session's temp file may be in flight: kept
+    assert [p.name for p in tmp_path.glob(".tmp-*")] == [".tmp-999-ckpt-00000300.pt"]
     assert latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000600.pt"
+    remove_stale_temporaries(tmp_path)                        # what the session holding the run's lock does
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_latest_of_empty_or_missing_dir(tmp_path):

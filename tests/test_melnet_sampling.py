@@ -16,15 +16,19 @@ def make_tier(n_freq, conditional, rnn="lstm", central=True, seed=0):
                 cond_dim=4, genre_cond=True).double()
 
 
+@pytest.mark.parametrize("project_inputs", [True, False], ids=["cpu-projections", "cuda-cell-inputs"])
 @pytest.mark.parametrize("rnn,central,conditional,n_prime", [
     ("lstm", True, False, 0), ("gru", False, True, 0), ("lstm", True, True, 2), ("gru", True, False, 3)])
-def test_cached_sampling_matches_full_forward(rnn, central, conditional, n_prime):
+def test_cached_sampling_matches_full_forward(rnn, central, conditional, n_prime, project_inputs):
+    """Both ways of feeding the time stack to the cells (CPU: per-row input biases; CUDA: the fused
+    cells take 1-D biases only, so the input is added to the cell's input) give the full pass's numbers."""
     T, F = 5, 6
     tier = make_tier(F, conditional, rnn, central)
     genre = torch.tensor([0, 2])
     context = torch.rand(2, T + 1, F, dtype=torch.float64) * 2 - 1 if conditional else None
     prime = torch.rand(2, n_prime, F, dtype=torch.float64) * 2 - 1 if n_prime else None
-    x, cached = sample_tier(tier, T, genre, context, prime, generator=torch.Generator().manual_seed(3), record=True)
+    x, cached = sample_tier(tier, T, genre, context, prime, generator=torch.Generator().manual_seed(3), record=True,
+                            project_inputs=project_inputs)
     with torch.no_grad():
         full = tier.mixture(tier(x, genre, context)).stacked()
     assert cached.shape == full.shape == (2, T, F, 3, 3)

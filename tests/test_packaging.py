@@ -26,13 +26,18 @@ def colab_packages() -> dict[str, str]:
     return {requirement_name(r): r for r in reqs}
 
 
-def test_colab_setup_installs_everything_but_torch():
+def test_colab_setup_installs_what_the_notebooks_need_and_nothing_else():
+    """The package's dependencies (torch aside) and ipywidgets at a floor Colab's own 7.x meets, so that
+    pip leaves Colab's widgets (what its front end renders) alone; no test or notebook-editing tools."""
     proj = pyproject()
-    wanted = proj["dependencies"] + proj["optional-dependencies"]["notebooks"] + proj["optional-dependencies"]["test"]
-    wanted = {requirement_name(r): r for r in wanted if requirement_name(r) not in ("torch", "torchaudio")}
+    wanted = {requirement_name(r): r for r in proj["dependencies"] if requirement_name(r) not in ("torch", "torchaudio")}
+    widgets = next(r for r in proj["optional-dependencies"]["notebooks"] if requirement_name(r) == "ipywidgets")
+    wanted["ipywidgets"] = widgets
     assert colab_packages() == wanted
+    assert re.fullmatch(r"ipywidgets>=7\.\d+", widgets), "Colab ships ipywidgets 7.x: do not ask pip to replace it"
     text = (ROOT / "colab_setup.sh").read_text()
-    assert "--no-deps -e ." in text, "colab_setup.sh must not let pip replace Colab's torch"
+    for tool in ("pytest", "nbval", "jupytext", "nbclient", "--upgrade", " -U ", "-e ."):
+        assert tool not in text, f"colab_setup.sh must not install {tool!r} into the runtime"
     torch_pins = sorted(r for r in proj["dependencies"] if requirement_name(r) in ("torch", "torchaudio"))
     for pin in torch_pins:
         assert f'"{pin}"' in text, f"colab_setup.sh's fallback torch install must use the pin {pin}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import signal
@@ -315,3 +316,182 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     assert_same_modules({"net": r0["params"]}, {"net": state["modules"]["net"]})
     assert (run / "train.log").read_text().count("new run") == 1  # only rank 0 writes
+
+
+# --- the GPU route: failing samples, fp16 skipped steps, host syncs, Drive-safe run folders ----------------
+def test_a_failing_sample_costs_no_checkpoint_and_training_goes_on(tmp_path):
+    """Sampling comes after the checkpoint of its step, and its error is reported, not raised."""
+    run = tmp_path / "run"
+    rec = Recorder()
+    trainer = make_trainer(run, cfg(steps=8, sample_every=4, ckpt_every=4, val_every=0), ToyConfig(sample_fails_at=4),
+                           callbacks=[rec])
+    trainer.fit()
+    assert [s for s, _ in rec.checkpoints] == [4, 8] and trainer.step == 8
+    assert [s for s, *_ in rec.samples] == [8]
+    log = (run / "train.log").read_text()
+    assert "sampling at step 4 failed (RuntimeError: CUDA out of memory" in log and "training goes on" in log
+
+
+def test_fp16_overflow_is_a_skipped_step_not_divergence(tmp_path, monkeypatch):
+    """With the grad scaler (fp16), a non-finite step is skipped by the scaler and counted; training
+    goes on with unchanged weights. Only a long run of skipped steps is divergence."""
+    import nmusic.trainer as trainer_module
+
+    trainer = make_trainer(tmp_path / "run", cfg(steps=8, val_every=0), ToyConfig(nan_at=4))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)   # fp16's scaler, on the CPU
+    history = trainer.fit()
+    assert [h["skipped_steps"] for h in history] == [0, 0, 0, 0, 1, 0, 0, 0]
+    assert "loss" not in history[4] and all(math.isfinite(h["loss"]) for h in history if "loss" in h)
+    assert all(torch.isfinite(p).all() for p in trainer.recipe.modules["net"].parameters())
+    assert trainer.scaler.get_scale() < 2.0 ** 8
+
+    monkeypatch.setattr(trainer_module, "MAX_SKIPPED_IN_A_ROW", 3)
+    trainer = make_trainer(tmp_path / "nan", cfg(steps=20, val_every=0), ToyConfig(nan_from=4))
+    trainer.scaler = torch.amp.GradScaler("cpu")
+    with pytest.raises(TrainingDiverged, match="step 7: loss=nan .*after 3 steps in a row skipped"):
+        trainer.fit()
+
+
+DISPATCH_WRAPPERS = (f"torch{os.sep}_compile.py", f"_dynamo{os.sep}eval_frame.py", "_python_dispatch.py")
+
+
+def _host_reads_in(package: str, fn) -> list[str]:
+    """Run ``fn`` counting the host reads of tensor values (``.item()``, ``float(t)``, ``int(t)``, ``bool(t)``)
+    made directly by code under ``package``; returns their call sites."""
+    import sys as _sys
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        sites: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                caller = _sys._getframe(1)          # the code that asked, past torch's dispatch wrappers
+                while caller is not None and caller.f_code.co_filename.endswith(DISPATCH_WRAPPERS):
+                    caller = caller.f_back
+                if caller is not None and package in caller.f_code.co_filename:
+                    self.sites.append(f"{Path(caller.f_code.co_filename).name}:{caller.f_lineno}")
+            return func(*args, **(kwargs or {}))
+
+    with Reads() as reads:
+        fn()
+    return reads.sites
+
+
+@pytest.mark.parametrize("model", ["cmelgan", "melnet"])
+def test_losses_are_read_on_the_host_once_per_log_interval(tmp_path, model, one_thread):
+    """No host sync in the training step: 12 steps logged every 6 read losses back twice in all (on
+    a GPU every ``.item()`` in the step waits for the GPU to finish)."""
+    from nmusic.models.cmelgan import CMelGANConfig, CMelGANRecipe
+    from nmusic.models.melnet import MelNetConfig, MelNetRecipe
+
+    spec = TOY_SPEC.__class__(sample_rate=8000, n_fft=64, hop_length=32, n_mels=16)
+    cache = make_cache()
+    torch.manual_seed(0)
+    if model == "cmelgan":
+        recipe = CMelGANRecipe(CMelGANConfig(clip_frames=16, batch_size=4, z_dim=4, g_channels=(8, 8, 8),
+                                             upsample_factors=(2, 2), finetune_kernels=(3,), res_dilations=(1,),
+                                             d_channels=(8, 8), d_kernels=(3, 3), d_strides=(2, 2), d_groups=(1, 1),
+                                             d_minibatch_std=2), spec, cache.genres)
+    else:
+        recipe = MelNetRecipe(MelNetConfig(clip_frames=8, batch_size=2, dim=4, layers=[1, 1], n_mixtures=2,
+                                           cond_dim=2), spec, cache.genres)
+    trainer = Trainer(recipe, cache, tmp_path / "run", cfg(steps=12, log_every=6, ckpt_every=0, val_every=0),
+                      *split(cache), "test")
+    sites = [s for s in _host_reads_in("nmusic", trainer.fit) if not s.startswith("dataset.py")]  # CPU-side loader
+    assert len(trainer.history) == 2
+    assert len(sites) <= 1, f"host reads of tensor values in nmusic code during training (set-up aside): {sites}"
+
+
+def test_another_live_session_on_the_run_folder_is_refused(tmp_path):
+    import socket
+
+    from nmusic.checkpoint import LOCK_NAME
+    run = tmp_path / "run"
+    run.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"token": "other", "host": socket.gethostname(), "pid": other.pid, "started": "earlier",
+                "updated": time.time()}
+        (run / LOCK_NAME).write_text(json.dumps(lock))
+        with pytest.raises(CheckpointError, match=f"in use by another training session .*process {other.pid}"):
+            make_trainer(run, cfg(steps=4)).fit()
+        assert not list_checkpoints(run) and json.loads((run / LOCK_NAME).read_text())["token"] == "other"
+        # a session on another machine (another Colab runtime on the same Drive) alive a minute ago: refused too
+        (run / LOCK_NAME).write_text(json.dumps({**lock, "host": "elsewhere", "updated": time.time() - 60}))
+        with pytest.raises(CheckpointError, match=r"run again in 1\d\d s, when its lock counts as abandoned"):
+            make_trainer(run, cfg(steps=4)).fit()
+    finally:
+        other.kill()
+        other.wait()
+    # its process is gone (a restarted runtime): taken over at once; then released at the end
+    (run / LOCK_NAME).write_text(json.dumps(lock))
+    make_trainer(run, cfg(steps=4)).fit()
+    assert list_checkpoints(run) and not (run / LOCK_NAME).exists()
+    # a silent session elsewhere (a disconnected runtime): taken over once its lock is stale
+    (run / LOCK_NAME).write_text(json.dumps({**lock, "host": "elsewhere", "updated": time.time() - 3600}))
+    make_trainer(run, cfg(steps=6)).fit(resume=True)
+    assert load_checkpoint(latest_checkpoint(run))["step"] == 6
+
+
+def test_a_session_whose_lock_was_taken_over_stops_before_writing(tmp_path):
+    from nmusic.checkpoint import LOCK_NAME
+    run = tmp_path / "run"
+
+    def take_over(step, metrics):
+        if step == 3:
+            lock = json.loads((run / LOCK_NAME).read_text())
+            (run / LOCK_NAME).write_text(json.dumps({**lock, "token": "someone else", "pid": 1}))
+
+    with pytest.raises(CheckpointError, match="lost the run folder: another session took it over"):
+        make_trainer(run, cfg(steps=8, ckpt_every=2, val_every=0), callbacks=[take_over]).fit()
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt-00000002.pt"]
+    assert json.loads((run / LOCK_NAME).read_text())["token"] == "someone else"   # left to its holder
+
+
+def test_run_lock_heartbeat_and_release(tmp_path):
+    from nmusic.checkpoint import RunLock
+    lock = RunLock(tmp_path / "run", refresh_s=0.05).acquire()
+    first = lock.read()["updated"]
+    time.sleep(0.3)
+    assert lock.read()["updated"] > first and lock.read()["token"] == lock.token
+    lock.check()
+    lock.release()
+    assert not lock.path.exists()
+
+
+def test_saving_leaves_other_writers_temporaries_and_best_is_not_serialised_twice(tmp_path, monkeypatch):
+    """Two sessions may share a folder on Drive for a moment: one's save must not delete the other's
+    half-written file. best.pt is a copy of the step checkpoint, not a second torch.save."""
+    from nmusic import checkpoint
+    run = tmp_path / "run"
+    run.mkdir()
+    theirs = run / ".tmp-4242-0badcafe-ckpt-00000010.pt"
+    theirs.write_bytes(b"PK half written by another session")
+    saves = []
+    real_save = torch.save
+    monkeypatch.setattr(checkpoint.torch, "save", lambda *a, **k: saves.append(1) or real_save(*a, **k))
+    path = checkpoint.save_checkpoint({"x": torch.arange(3)}, run, 5, is_best=True)
+    assert theirs.exists() and len(saves) == 1
+    assert (run / "best.pt").read_bytes() == path.read_bytes() and load_checkpoint(run / "best.pt")["step"] == 5
+    assert checkpoint.remove_stale_temporaries(run) == [theirs]      # what a session holding the lock does
+
+
+def test_checkpoints_are_written_while_training_goes_on(tmp_path, monkeypatch):
+    """A slow write (mounted Drive) does not hold the loop: the next steps run while it is written."""
+    import nmusic.trainer as trainer_module
+    real = trainer_module.save_checkpoint
+
+    def slow(*a, **k):
+        time.sleep(1.0)
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", slow)
+    run = tmp_path / "run"
+    seen = {}
+    trainer = make_trainer(run, cfg(steps=6, ckpt_every=2, val_every=0),
+                           callbacks=[lambda step, m: seen.setdefault(step, (run / "ckpt-00000002.pt").exists())])
+    trainer.fit()
+    assert seen[3] is False, "step 3 ran while the checkpoint of step 2 was being written"
+    assert [p.name for p in list_checkpoints(run)] == ["ckpt-00000004.pt", "ckpt-00000006.pt"]

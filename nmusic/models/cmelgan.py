@@ -348,13 +348,24 @@ class CMelGANRecipe(Recipe):
         n = len(self.genres)
         return (genre + torch.randint(1, n, genre.shape, device=genre.device)) % n
 
+    @staticmethod
+    def _distributed(module) -> bool:
+        """Whether DDP wraps ``module`` somewhere in its chain of wrappers (``torch.compile``'s
+        ``OptimizedModule(DDP(D))`` included)."""
+        while True:
+            if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+                return True
+            inner = getattr(module, "_orig_mod", None)
+            if inner is None:
+                return False
+            module = inner
+
     @contextlib.contextmanager
     def _frozen(self, D):
         """The generator step needs gradients through ``D``, not of its weights: skip computing them
         (a third of ``D``'s backward). Under DDP every rank must produce the same gradients, so there
         ``D`` is left alone (its weight gradients are cleared before the next discriminator step)."""
-        params = [] if isinstance(D, torch.nn.parallel.DistributedDataParallel) else \
-            [p for p in self.unwrap(D).parameters() if p.requires_grad]
+        params = [] if self._distributed(D) else [p for p in self.unwrap(D).parameters() if p.requires_grad]
         for p in params:
             p.requires_grad_(False)
         try:
@@ -376,54 +387,68 @@ class CMelGANRecipe(Recipe):
             b_ema.copy_(b)
 
     # --- training -------------------------------------------------------------------------------
-    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, float]:
-        c = self.config
+    def discriminator_loss(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict:
+        """The forward half of one discriminator update: loss terms (``d_loss`` is the one to minimise)
+        and the mean logits, as tensors. Fresh noise and freshly drawn wrong genres."""
+        c, B = self.config, mel.shape[0]
         G, D = self.modules["generator"], self.modules["discriminator"]
-        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
-        B = mel.shape[0]
         aware = c.matching_aware and len(self.genres) > 1
-        logs: dict[str, float] = {}
+        with torch.no_grad(), ctx.autocast():
+            fake = G(self.noise(B), genre)
+        x, y = [mel, fake.to(mel.dtype)], [genre, genre]
+        if aware:
+            x.append(mel)
+            y.append(self.wrong_genres(genre))
+        with ctx.autocast():   # block 2 repeats block 0's spectrograms: D scores them once
+            logits = D(torch.cat(x), torch.cat(y), segment=B, repeats={2: 0} if aware else None).float()
+        parts = logits.split(B)
+        terms = d_loss_terms(c.loss, *parts)
+        terms.update(d_real=parts[0].mean(), d_fake=parts[1].mean())
+        if aware:
+            terms["d_wrong"] = parts[2].mean()
+        return terms
 
-        for i in range(c.d_steps):
+    def generator_loss(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict:
+        """The forward half of the generator update: ``g_loss`` (to minimise), its adversarial part,
+        the feature-matching term (when on) and the discriminator's mean logit on the fakes."""
+        c, B = self.config, mel.shape[0]
+        G, D = self.modules["generator"], self.modules["discriminator"]
+        with ctx.autocast():
+            fake = G(self.noise(B), genre)
+            if c.feature_matching > 0:
+                logits, feats = D(torch.cat([fake, mel.to(fake.dtype)]), torch.cat([genre, genre]),
+                                  features=True, segment=B)
+                logits = logits[:B]
+                fm = feature_matching_loss([f[:B] for f in feats], [f[B:] for f in feats])
+            else:
+                logits, fm = D(fake, genre), None
+        g_adv = g_adv_loss(c.loss, logits.float())
+        terms = {"g_loss": g_adv + c.feature_matching * fm if fm is not None else g_adv, "g_adv": g_adv,
+                 "d_fake_g": logits.detach().float().mean()}
+        if fm is not None:
+            terms["g_fm"] = fm
+        return terms
+
+    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """``d_steps`` discriminator updates, then one generator update and the EMA. Returns the losses
+        of the last discriminator update and of the generator update as detached 0-dim tensors on
+        the training device: nothing here waits for the GPU (the trainer reads them once per log
+        interval)."""
+        opt_g, opt_d = self.optimizers["generator"], self.optimizers["discriminator"]
+        D = self.modules["discriminator"]
+        for _ in range(self.config.d_steps):
             opt_d.zero_grad(set_to_none=True)          # drop D grads left over from the generator step
-            with torch.no_grad(), ctx.autocast():
-                fake = G(self.noise(B), genre)
-            x, y = [mel, fake.to(mel.dtype)], [genre, genre]
-            if aware:
-                x.append(mel)
-                y.append(self.wrong_genres(genre))
-            with ctx.autocast():   # block 2 repeats block 0's spectrograms: D scores them once
-                logits = D(torch.cat(x), torch.cat(y), segment=B, repeats={2: 0} if aware else None).float()
-            parts = logits.split(B)
-            terms = d_loss_terms(c.loss, *parts)
-            ctx.backward(terms["d_loss"])
+            d_terms = self.discriminator_loss(mel, genre, ctx)
+            ctx.backward(d_terms["d_loss"])
             ctx.step(opt_d, D.parameters())
-            if i == c.d_steps - 1:
-                logs.update({k: v.item() for k, v in terms.items()})
-                logs.update(d_real=parts[0].mean().item(), d_fake=parts[1].mean().item())
-                if aware:
-                    logs["d_wrong"] = parts[2].mean().item()
 
         opt_g.zero_grad(set_to_none=True)
         with self._frozen(D):
-            with ctx.autocast():
-                fake = G(self.noise(B), genre)
-                if c.feature_matching > 0:
-                    logits, feats = D(torch.cat([fake, mel.to(fake.dtype)]), torch.cat([genre, genre]),
-                                      features=True, segment=B)
-                    logits = logits[:B]
-                    fm = feature_matching_loss([f[:B] for f in feats], [f[B:] for f in feats])
-                else:
-                    logits, fm = D(fake, genre), None
-            g_adv = g_adv_loss(c.loss, logits.float())
-            g_loss = g_adv + c.feature_matching * fm if fm is not None else g_adv
-            ctx.backward(g_loss)
-        ctx.step(opt_g, G.parameters())
+            g_terms = self.generator_loss(mel, genre, ctx)
+            ctx.backward(g_terms["g_loss"])
+        ctx.step(opt_g, self.modules["generator"].parameters())
         self.update_ema()
-        logs.update(g_loss=g_loss.item(), g_adv=g_adv.item(), d_fake_g=logits.detach().float().mean().item())
-        if fm is not None:
-            logs["g_fm"] = fm.item()
-        return logs
+        return {k: v.detach() for k, v in {**d_terms, **g_terms}.items()}
 
     @torch.no_grad()
     def eval_step(self, mel: torch.Tensor, genre: torch.Tensor) -> dict[str, float]:

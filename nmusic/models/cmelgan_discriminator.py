@@ -102,8 +102,8 @@ class Discriminator(nn.Module):
             feats.append(h)
         h = h.sum(dim=(2, 3))                                                # (B, C)
         if len(distinct) < blocks:                                           # repeated blocks share features
-            rows = torch.cat([torch.arange(n) + distinct.index(repeats.get(b, b)) * n for b in range(blocks)])
-            rows = rows.to(h.device)
+            rows = torch.cat([torch.arange(n, device=h.device) + distinct.index(repeats.get(b, b)) * n
+                              for b in range(blocks)])
             h, feats = h[rows], [f[rows] for f in feats] if features else feats
             t_h, t_feats = [th[rows] for th in t_h], [f[rows] for f in t_feats] if features else t_feats
         logit = self.linear(h).squeeze(1)                                    # (B,)

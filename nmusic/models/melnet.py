@@ -19,7 +19,6 @@ about 40k per conditioned tier.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -102,6 +101,7 @@ class MelNetRecipe(Recipe):
 
     name = "melnet"
     schedule_fields = ("train_tiers",)
+    recurrent = True
 
     def __init__(self, config: MelNetConfig, spec: SpecParams, genres: list[str]):
         super().__init__(config, spec, genres)
@@ -124,31 +124,40 @@ class MelNetRecipe(Recipe):
         return [self.unwrap(self.modules[f"tier{g + 1}"]) for g in range(self.n_tiers)]
 
     def _check_genre(self, genre: torch.Tensor) -> None:
-        if genre.numel() and (int(genre.min()) < 0 or int(genre.max()) >= len(self.genres)):
-            raise ConfigError(f"genre ids must be in 0..{len(self.genres) - 1} ({self.genres}); got {genre.tolist()}")
+        """Genre ids given on the CPU are checked there (reading a GPU tensor's values would wait for the GPU)."""
+        if genre.device.type != "cpu" or not genre.numel():
+            return
+        ids = genre.numpy()
+        if ids.min() < 0 or ids.max() >= len(self.genres):
+            raise ConfigError(f"genre ids must be in 0..{len(self.genres) - 1} ({self.genres}); got {ids.tolist()}")
 
     # --- training -------------------------------------------------------------------------------
-    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+    def tier_loss(self, g: int, tiers: list, contexts: list, genre: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Mean mixture NLL (nats per element) of tier ``g`` (1-based) on the ground-truth split
+        ``tiers``/``contexts`` of a batch: the forward half of a training step."""
+        module, x = self.modules[f"tier{g}"], tiers[g - 1]
+        with ctx.autocast():
+            theta = module(x, genre, contexts[g - 1])
+        return gmm.nll(self.unwrap(module).mixture(theta), x).mean()
+
+    def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """One step on ``mel (B, n_mels, frames)``: forward, backward and step each trained tier in turn.
 
-        Returns ``{"nll": ..., "nll_tier<g>": ...}`` in nats per element; ``nll`` is over the
-        elements of the trained tiers.
+        Returns ``{"nll": ..., "nll_tier<g>": ...}`` in nats per element as 0-dim tensors on the
+        training device (no host sync; the trainer reads them once per log interval); ``nll`` is
+        over the elements of the trained tiers. A non-finite loss is returned, not raised: the
+        trainer decides (a skipped fp16 step, or divergence).
         """
         tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
         out, total, count = {}, 0.0, 0
         for g in self.train_tiers:
-            name, x = f"tier{g}", tiers[g - 1]
-            module = self.modules[name]
-            with ctx.autocast():
-                theta = module(x, genre, contexts[g - 1])
-            loss = gmm.nll(self.unwrap(module).mixture(theta), x).mean()
-            value = loss.detach().item()
-            if not math.isfinite(value):  # the trainer stops every rank together and keeps the checkpoint
-                return {"nll": value, f"nll_{name}": value}
+            loss = self.tier_loss(g, tiers, contexts, genre, ctx)
             ctx.backward(loss)
-            ctx.step(self.optimizers[name], module.parameters())
-            out[f"nll_{name}"] = value
-            total, count = total + value * x.numel(), count + x.numel()
+            ctx.step(self.optimizers[f"tier{g}"], self.modules[f"tier{g}"].parameters())
+            value = loss.detach()
+            out[f"nll_tier{g}"] = value
+            n = tiers[g - 1].numel()
+            total, count = total + value * n, count + n
         return {"nll": total / count, **out}
 
     @torch.no_grad()

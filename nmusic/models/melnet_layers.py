@@ -18,6 +18,11 @@ same modules run one frame at a time with carried state (:meth:`DelayedLayer.tim
 ``T = 1``), and the frequency-delayed stack one bin at a time with the same weights through
 ``torch.lstm_cell`` / ``torch.gru_cell`` (``melnet_sampling.FrequencySteps``); both give the numbers
 of the full pass.
+
+Mixed precision: on CUDA, autocast runs cuDNN RNNs in float16 whatever dtype was asked for, so
+under bfloat16 autocast (which has no grad scaler) the RNNs would train in unscaled fp16. They run
+outside autocast in float32 then (:func:`call_rnn`); under fp16 autocast they stay in fp16, where
+the trainer's grad scaler protects them.
 """
 from __future__ import annotations
 
@@ -32,6 +37,16 @@ def make_rnn(kind: str, dim_in: int, dim: int, bidirectional: bool = False) -> n
     return RNN_TYPES[kind](dim_in, dim, batch_first=True, bidirectional=bidirectional)
 
 
+def call_rnn(rnn: nn.RNNBase, x: torch.Tensor, state=None):
+    """``rnn(x, state)``, in float32 outside autocast when CUDA autocast asks for anything but fp16."""
+    if x.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") != torch.float16:
+        with torch.autocast("cuda", enabled=False):
+            if state is not None:
+                state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+            return rnn(x.float(), state)
+    return rnn(x, state)
+
+
 def run_time(rnn: nn.RNNBase, h: torch.Tensor, state=None):
     """Run ``rnn`` along time for every bin: ``(B, T, F, D) -> (B, T, F, D')`` plus final state.
 
@@ -40,14 +55,14 @@ def run_time(rnn: nn.RNNBase, h: torch.Tensor, state=None):
     """
     B, T, F, D = h.shape
     seq = h.permute(0, 2, 1, 3).reshape(B * F, T, D)
-    out, state = rnn(seq, state)
+    out, state = call_rnn(rnn, seq, state)
     return out.reshape(B, F, T, -1).permute(0, 2, 1, 3), state
 
 
 def run_freq(rnn: nn.RNNBase, h: torch.Tensor, state=None):
     """Run ``rnn`` along frequency within every frame: ``(B, T, F, D) -> (B, T, F, D')`` plus state."""
     B, T, F, D = h.shape
-    out, state = rnn(h.reshape(B * T, F, D), state)
+    out, state = call_rnn(rnn, h.reshape(B * T, F, D), state)
     return out.reshape(B, T, F, -1), state
 
 
@@ -75,7 +90,7 @@ class DelayedLayer(nn.Module):
 
     def central_stack(self, h_c: torch.Tensor, state=None):
         """``h^c[l-1] (B, T, D) -> h^c[l]``."""
-        out, state = self.central_rnn(h_c, state)
+        out, state = call_rnn(self.central_rnn, h_c, state)
         return h_c + self.W_c(out), state
 
     def freq_stack(self, h_f, h_t, h_c=None, state=None):

@@ -29,42 +29,62 @@ from .melnet_tiers import Tier, interleave, split, split_axes, tier_shapes
 class FrequencySteps:
     """The frequency-delayed stacks of all layers of a tier, stepped one bin at a time.
 
-    Per frame, everything that does not depend on the previous bin is computed at once: every
-    layer's input projection of its time-stack input for all bins, ``W_ih (h^t[l] + h^c[l]) + b``,
-    ``(B, F, G·D)``. Per bin only the recurrence is left: per layer one fused cell
-    (``torch.lstm_cell`` / ``torch.gru_cell``, the arithmetic of ``nn.LSTM`` / ``nn.GRU``) taking that
-    projection as its input bias, and one ``addmm`` for ``W_f``; then the head and the draw.
+    Per frame, everything that does not depend on the previous bin is computed at once; per bin
+    only the recurrence is left: per layer one fused cell (``torch.lstm_cell`` / ``torch.gru_cell``,
+    the arithmetic of ``nn.LSTM`` / ``nn.GRU``) and one ``addmm`` for ``W_f``; then the head and the
+    draw. The cell's input is the carried ``h^f[l-1]`` plus the time stack's ``u = h^t[l] + h^c[l]``;
+    two ways to hand ``u`` over give the same numbers:
+
+    * ``project_inputs=True`` (the default on a CPU): per frame, every layer's input projection of
+      ``u`` for all bins, ``W_ih u + b`` ``(B, F, G·D)``, in one matmul, given to the cell as its
+      input bias. CPU cells broadcast such a per-row bias;
+    * ``project_inputs=False`` (the default elsewhere): the fused CUDA cells take 1-D biases only
+      (a per-row bias is an error there), so ``u`` is added to the cell's input, one more addition
+      per layer and bin.
 
     The biases of the ``W_f`` maps are folded forward: with ``beta_l`` the sum of the biases of
-    layers ``< l``, the stack carries ``h^f[l] - beta_l``, ``beta_l`` enters layer ``l``'s projection
-    (``beta_l W_ih``) and ``beta_L`` the head's bias. The numbers equal the full pass up to rounding
-    (tests: 1e-12 in float64).
+    layers ``< l``, the stack carries ``h^f[l] - beta_l``, ``beta_l`` enters layer ``l``'s input
+    bias (``beta_l W_ih``) and ``beta_L`` the head's bias. The numbers equal the full pass up to
+    rounding (tests: 1e-12 in float64, both ways).
     """
 
-    def __init__(self, tier: Tier, temperature: float = 1.0):
+    def __init__(self, tier: Tier, temperature: float = 1.0, project_inputs: bool | None = None):
         self.tier, self.temperature = tier, temperature
         self.lstm = isinstance(tier.layers[0].freq_rnn, nn.LSTM)
+        if project_inputs is None:
+            project_inputs = tier.in_f.weight.device.type == "cpu"
+        self.project_inputs = project_inputs
         self.w_in = tier.in_f.weight[:, 0]                       # h^f[0] = x[i, j-1] w_in + b_in (+ z)
-        self.cells = []                                          # per layer: w_ih, w_hh, b_frame, b_hh, W_f^T
+        self.cells = []                                          # per layer: w_ih, w_hh, b_ih, b_hh, W_f^T
         beta = torch.zeros_like(tier.in_f.bias)
         for layer in tier.layers:
             rnn = layer.freq_rnn
-            b = rnn.bias_ih_l0 + F.linear(beta, rnn.weight_ih_l0)
-            b_hh = rnn.bias_hh_l0
-            if self.lstm:                                        # LSTM: both biases add up front
+            b, b_hh = rnn.bias_ih_l0 + F.linear(beta, rnn.weight_ih_l0), rnn.bias_hh_l0
+            if self.lstm and project_inputs:                     # LSTM: both biases add up front
                 b, b_hh = b + b_hh, None
             self.cells.append((rnn.weight_ih_l0, rnn.weight_hh_l0, b, b_hh, layer.W_f.weight.t()))
             beta = beta + layer.W_f.bias
         self.head_w, self.head_b = tier.head.weight.t(), tier.head.bias + F.linear(beta, tier.head.weight)
 
+    def inputs(self, l: int, u: torch.Tensor) -> tuple:
+        """Per bin, what layer ``l``'s cell gets from the time stack's ``u (B, F, D)``: its
+        projection ``(B, G·D)`` (``project_inputs``) or ``u[:, j]`` itself."""
+        if not self.project_inputs:
+            return u.unbind(1)
+        w_ih, _, b, _, _ = self.cells[l]
+        B, F_, D = u.shape
+        return torch.addmm(b, u.reshape(B * F_, D), w_ih.t()).view(B, F_, -1).unbind(1)
+
     def step(self, l: int, h: torch.Tensor, g: torch.Tensor, state):
-        """Layer ``l`` at one bin: carried ``h (B, D)``, projection ``g (B, G·D)``, cell ``state``."""
-        w_ih, w_hh, _, b_hh, w_f = self.cells[l]
+        """Layer ``l`` at one bin: carried ``h (B, D)``, time-stack input ``g`` (see :meth:`inputs`),
+        cell ``state``."""
+        w_ih, w_hh, b, b_hh, w_f = self.cells[l]
+        x, b_ih = (h, g) if self.project_inputs else (h + g, b)
         if self.lstm:
-            out, c = torch.lstm_cell(h, state, w_ih, w_hh, g, None)
+            out, c = torch.lstm_cell(x, state, w_ih, w_hh, b_ih, b_hh)
             state = (out, c)
         else:
-            out = state = torch.gru_cell(h, state, w_ih, w_hh, g, b_hh)
+            out = state = torch.gru_cell(x, state, w_ih, w_hh, b_ih, b_hh)
         return torch.addmm(h, out, w_f), state
 
     def frame(self, hts: list, hcs: list, z_i: torch.Tensor | None, noise: tuple | None, record: bool = False):
@@ -75,9 +95,9 @@ class FrequencySteps:
         """
         tier, B, F_ = self.tier, hts[0].shape[0], self.tier.n_freq
         proj = []
-        for (w_ih, _, b, _, _), h_t, h_c in zip(self.cells, hts, hcs):
+        for l, (h_t, h_c) in enumerate(zip(hts, hcs)):
             u = h_t[:, 0] if h_c is None else h_t[:, 0] + h_c[:, 0, None]          # (B, F, D)
-            proj.append(torch.addmm(b, u.reshape(B * F_, -1), w_ih.t()).view(B, F_, -1).unbind(1))
+            proj.append(self.inputs(l, u))
         bias = (tier.in_f.bias if z_i is None else tier.in_f.bias + z_i[:, 0]).expand(B, F_, -1).unbind(1)
         noise = list(zip(noise[0].unbind(1), noise[1].unbind(1))) if noise is not None else [None] * F_
         zeros = hts[0].new_zeros(B, tier.dim)
@@ -119,7 +139,8 @@ def _start(tier: Tier, genre: torch.Tensor, n_frames: int, context, prime, condi
 @torch.no_grad()
 def sample_tier(tier: Tier, n_frames: int, genre: torch.Tensor, context: torch.Tensor | None = None,
                 prime: torch.Tensor | None = None, temperature: float = 1.0,
-                generator: torch.Generator | None = None, record: bool = False, progress=None):
+                generator: torch.Generator | None = None, record: bool = False, progress=None,
+                project_inputs: bool | None = None):
     """Cached sampling of one tier: ``(B, n_frames, tier.n_freq)``.
 
     ``prime (B|1, P, F)`` fixes the first ``P`` frames. With ``record=True`` also returns the
@@ -129,14 +150,15 @@ def sample_tier(tier: Tier, n_frames: int, genre: torch.Tensor, context: torch.T
     Per frame, the time-delayed (+ centralized) stacks advance one step; per bin, only what depends
     on the previous bin is computed (:class:`FrequencySteps`). Everything else is batched over the
     frame beforehand: the conditioning of every bin, each layer's input projection of the time
-    stack, and the frame's random numbers (:func:`melnet_gmm.draw_noise`).
+    stack, and the frame's random numbers (:func:`melnet_gmm.draw_noise`). ``project_inputs``: see
+    :class:`FrequencySteps` (default: by device).
     """
     x, z, n_prime = _start(tier, genre, n_frames, context, prime)
     B, F_ = x.shape[0], tier.n_freq
     L = len(tier.layers)
     time_state, central_state = [None] * L, [None] * L
     prev = torch.zeros_like(x[:, :1])                     # x[-1] = 0, as in the full pass
-    steps = FrequencySteps(tier, temperature)
+    steps = FrequencySteps(tier, temperature, project_inputs)
     records = []
     for i in range(n_frames):
         z_i = _rows(z, i, 1)
