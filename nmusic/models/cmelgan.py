@@ -43,6 +43,10 @@ quickly approach 0 loss or the discriminator would")
     - EMA of the generator weights (Karras et al. 2018; Yazici et al. 2019), used for sampling and
       validation. The decay is warmed up as ``min(ema_decay, (1 + step) / (10 + step))`` so a short
       run's samples are not dominated by the random initial weights.
+    - Temporal discriminators (:mod:`.cmelgan_temporal`; ``d_temporal_scales``, on in ``tiny``): 1-D
+      convolutions along time over whole frames at several time scales, MelGAN's multi-scale idea
+      turned along the time axis. The 2-D discriminator judges local patches and can be pleased by
+      the right texture with no rhythm; these hear onsets and bars.
     - No R1 penalty: it needs a double backward through the (DDP-wrapped) discriminator; spectral
       norm plus hinge loss already keeps the discriminator in check.
 
@@ -91,7 +95,8 @@ _TUPLE_FIELDS = ("g_channels", "upsample_factors", "finetune_kernels", "res_dila
 @dataclass
 class CMelGANConfig:
     """Everything that defines a cMelGAN run's model and optimiser. The defaults are the ``tiny``
-    preset (CPU, spec ``default``: 64 mels x 128 frames = 2 s at 16 kHz). See :data:`PRESETS`."""
+    preset (CPU, spec ``default``: 64 mels x 128 frames = 2 s at 16 kHz) without its temporal
+    discriminators. See :data:`PRESETS`."""
 
     # data
     spec: str = "default"                      # name in nmusic.audio.SPEC_PRESETS
@@ -235,11 +240,14 @@ _LARGE = dict(z_dim=128, g_channels=(256, 384, 192, 96, 48, 24), upsample_factor
 _ORIGINAL = dict(loss="bce", conditioning="concat", matching_aware=True, spectral_norm=False,
                  d_minibatch_std=0, feature_matching=0.0, ema_decay=0.0, lr_g=1e-4, lr_d=1e-4, betas=(0.5, 0.999))
 
-#: ``tiny``: CPU demo size; ``paper-small``/``paper-large``: Table 1 sizes with the stabilised
+#: ``tiny``: CPU demo size, with temporal discriminators at 1x, 2x and 4x frame pooling (with them the
+#: honest judge's genre accuracy rose from 79% to 91% at 4,000 steps, see README); ``paper-small`` /
+#: ``paper-large``: Table 1 sizes (and parameter counts, so without temporal discriminators: add them
+#: with ``--set d_temporal_scales=[1,2,4]``) with the stabilised
 #: objective; ``*-original``: the same networks trained with the paper's own objective (BCE, concat
 #: conditioning, matching-aware, no spectral norm / minibatch std / feature matching / EMA).
 PRESETS: dict[str, CMelGANConfig] = {
-    "tiny": CMelGANConfig(),
+    "tiny": CMelGANConfig(d_temporal_scales=(1, 2, 4)),
     "tiny-original": CMelGANConfig(**_ORIGINAL, d_steps=2),
     "paper-small": _paper(**_SMALL),
     "paper-large": _paper(**_LARGE),
