@@ -79,7 +79,7 @@ def test_tiny_shapes_and_range():
     x = r.sample(genre, generator=torch.Generator().manual_seed(0))
     assert x.shape == (4, 64, 128)
     assert x.abs().max() <= 1 and x.std() > 0
-    assert r.modules["discriminator"](x, genre).shape == (4,)
+    assert r.modules["discriminator"](x, genre).shape == (4, 4), "the 2-D logit and three temporal scales"
 
 
 def test_generator_crops_any_geometry_and_stays_in_range():
