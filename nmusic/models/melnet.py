@@ -8,7 +8,7 @@ on the ground-truth coarser tiers (teacher forcing), so tiers train independentl
 its own module (``"tier1"``, ``"tier2"``, ...) with its own optimiser, and ``train_tiers`` picks
 which ones a run trains.
 
-Presets. ``tiny`` (465,370 parameters) runs on a CPU. ``paper-small`` / ``paper-large`` match
+Presets. ``tiny`` (601,784 parameters) runs on a CPU. ``paper-small`` / ``paper-large`` match
 Table 1 of the paper (4.04M / 50.8M parameters) with the seed's spectrogram settings (180 mels,
 hop 800, n_fft 2048, 22.05 kHz): 4,169,368 (+3.2%) and 50,262,712 (-1.1%). Counted are all
 parameters of all tiers: the stacks (LSTM weights and both biases, ``W_t``, ``W_f``), input maps,
@@ -56,8 +56,9 @@ class MelNetConfig:
 
 
 PRESETS: dict[str, MelNetConfig] = {
-    # CPU: 1 s clips of 64 mels at 16 kHz, three tiers (32x32, 32x32, 32x64).
-    "tiny": MelNetConfig(),
+    # CPU: 1 s clips of 64 mels at 16 kHz, four tiers (16x32, 16x32, 32x32, 32x64), the genre in every
+    # tier, Adam at 1e-3. Each change raised the honest judge's genre accuracy at 800 steps (README).
+    "tiny": MelNetConfig(layers=[4, 2, 2, 2], genre_all_tiers=True, lr=1e-3),
     # Table 1 "MelNet (small)": 4.04M; 8 s clips (221 frames), four tiers.
     "paper-small": MelNetConfig(spec="melnet-paper", clip_frames=221, batch_size=6, dim=64, layers=[12, 6, 5, 4],
                                 central=False, cond_dim=32, lr=1e-4),
