@@ -14,11 +14,11 @@ import dataclasses
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from nmusic.audio import MelFrontEnd, spec_preset
-from nmusic.bench import AMP_DTYPES, GENRES, _batches, synthetic_cache
+from nmusic.frontend import MelFrontEnd, spec_preset
+from nmusic.bench.run import AMP_DTYPES, GENRES, _batches, synthetic_cache
 from nmusic.models import registry
-from nmusic.recipe import StepContext
-from nmusic.trainer import resolve_device
+from nmusic.models.base import StepContext
+from nmusic.training.trainer import resolve_device
 
 
 def main() -> None:

@@ -12,13 +12,13 @@ import soundfile as sf
 import torch
 
 from . import plots
-from .audio import MelFrontEnd
+from .frontend import MelFrontEnd
 from .errors import NmusicError
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto``: the GPU when there is one (the trainer's resolver, one for every command)."""
-    from .trainer import resolve_device as resolve
+    from .training.trainer import resolve_device as resolve
     return resolve(device)
 
 
@@ -59,10 +59,10 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
              device: str = "auto", progress: bool = True) -> list[Path]:
     """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
 
-    The checkpoint is the one :func:`nmusic.trainer.load_run` picks (the one ``nmusic evaluate`` and
+    The checkpoint is the one :func:`nmusic.training.trainer.load_run` picks (the one ``nmusic evaluate`` and
     the notebooks use too); with ``progress`` it is named on stderr.
     """
-    from .trainer import describe_checkpoint, load_run
+    from .training.trainer import describe_checkpoint, load_run
 
     if n < 1:
         raise NmusicError(f"--n must be at least 1 (got {n})")

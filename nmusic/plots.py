@@ -125,7 +125,7 @@ def nearest_distances(heldout, generated, threshold: float, title: str = "", pat
 
 
 def mos_bars(summary: list[dict], by: str = "source", title: str = "", path=None):
-    """Mean opinion score per source with its 95% confidence interval (from :func:`nmusic.mos.summarise`)."""
+    """Mean opinion score per source with its 95% confidence interval (from :func:`nmusic.evaluation.listening_test.summarise`)."""
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(summary) + 1.5), 3))
     names = [s[by] for s in summary]
     means = [s["mean"] for s in summary]

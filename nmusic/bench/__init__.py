@@ -1,0 +1,1 @@
+"""Speed benchmarks in the paper's units (``nmusic bench``)."""

@@ -1,0 +1,1 @@
+"""Evaluation: the genre judges, the fakes they are held to, metrics, the listening test, reports."""
