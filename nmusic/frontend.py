@@ -19,19 +19,21 @@ Shapes: waveforms are ``(B, T)`` or ``(T,)``; spectrograms are ``(B, n_mels, fra
 """
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
 import torch
 import torchaudio
 
+from .config import require, to_dict
 from .errors import ConfigError
 
 
 @dataclass(frozen=True)
 class SpecParams:
-    """All spectrogram parameters. They are saved in every cache and checkpoint."""
+    """All spectrogram parameters. They are saved in every checkpoint (``config.to_dict``)."""
 
     sample_rate: int = 16000
     n_fft: int = 1024
@@ -47,22 +49,17 @@ class SpecParams:
     griffin_lim_momentum: float = 0.99
 
     def __post_init__(self):
-        checks = [
-            (8000 <= self.sample_rate <= 192000, "sample_rate must be between 8000 and 192000 Hz"),
-            (self.n_fft >= 16 and self.n_fft & (self.n_fft - 1) == 0, "n_fft must be a power of two >= 16"),
-            (0 < self.hop_length <= self.n_fft, "hop_length must be in 1..n_fft"),
-            (0 < self.n_mels <= self.n_fft // 2 + 1, "n_mels must be in 1..n_fft/2+1"),
-            (self.mel_scale in ("slaney", "htk"), "mel_scale must be 'slaney' or 'htk'"),
-            (self.mel_norm in (None, "slaney"), "mel_norm must be None or 'slaney'"),
-            (0 < self.log_floor < self.log_ceil, "need 0 < log_floor < log_ceil"),
-            (0 <= self.f_min < (self.f_max or self.sample_rate / 2) <= self.sample_rate / 2,
-             "need 0 <= f_min < f_max <= sample_rate/2"),
-            (self.griffin_lim_iters >= 1, "griffin_lim_iters must be >= 1"),
-            (0 <= self.griffin_lim_momentum < 1, "griffin_lim_momentum must be in [0, 1)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"spectrogram parameters: {message} (got {self})")
+        require(8000 <= self.sample_rate <= 192000, self, "sample_rate", "must be between 8000 and 192000 Hz")
+        require(self.n_fft >= 16 and self.n_fft & (self.n_fft - 1) == 0, self, "n_fft", "must be a power of two >= 16")
+        require(0 < self.hop_length <= self.n_fft, self, "hop_length", "must be in 1..n_fft")
+        require(0 < self.n_mels <= self.n_fft // 2 + 1, self, "n_mels", "must be in 1..n_fft/2+1")
+        require(self.mel_scale in ("slaney", "htk"), self, "mel_scale", "must be 'slaney' or 'htk'")
+        require(self.mel_norm in (None, "slaney"), self, "mel_norm", "must be None or 'slaney'")
+        require(0 < self.log_floor < self.log_ceil, self, "log_floor", "must be in (0, log_ceil)")
+        require(0 <= self.f_min < (self.f_max or self.sample_rate / 2) <= self.sample_rate / 2, self, "f_min",
+                "needs 0 <= f_min < f_max <= sample_rate/2")
+        require(self.griffin_lim_iters >= 1, self, "griffin_lim_iters", "must be >= 1")
+        require(0 <= self.griffin_lim_momentum < 1, self, "griffin_lim_momentum", "must be in [0, 1)")
 
     def frames(self, n_samples: int) -> int:
         """Number of STFT frames for ``n_samples`` of audio (centred STFT)."""
@@ -74,17 +71,6 @@ class SpecParams:
 
     def seconds(self, n_frames: int) -> float:
         return self.samples(n_frames) / self.sample_rate
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SpecParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"spectrogram parameters: unknown field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 #: Named spectrogram presets. ``default`` is what the CPU demo and tests use; the ``paper-*`` ones
@@ -102,6 +88,14 @@ def spec_preset(name: str) -> SpecParams:
         return SPEC_PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown spectrogram preset {name!r}; choose one of {sorted(SPEC_PRESETS)}") from None
+
+
+def spec_name(spec: SpecParams) -> str:
+    """The preset name of ``spec`` (``default``, ``melnet-paper``, ...) or ``spec-<hash>``."""
+    for name, p in SPEC_PRESETS.items():
+        if p == spec:
+            return name
+    return "spec-" + hashlib.sha1(json.dumps(to_dict(spec), sort_keys=True).encode()).hexdigest()[:6]
 
 
 class MelFrontEnd(torch.nn.Module):

@@ -6,8 +6,7 @@ from typing import Literal
 
 import pytest
 
-from nmusic.config import (apply_overrides, from_dict, load_override_file, parse_set_args, resolve,
-                           to_dict)
+from nmusic.config import apply_overrides, from_dict, load_override_file, parse_set_args, resolve, to_dict
 from nmusic.errors import ConfigError
 from nmusic.training.trainer import TrainConfig
 

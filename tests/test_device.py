@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from nmusic.device import configure_cuda, resolve_amp, resolve_device
 from nmusic.errors import ConfigError
 from nmusic.models.cmelgan import CMelGANRecipe
 from nmusic.models.melnet import MelNetRecipe
-from nmusic.training.trainer import TrainConfig, configure_cuda, resolve_amp, resolve_device
+from nmusic.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "L4": (8, 9), "H100": (9, 0)}
@@ -70,13 +71,12 @@ def test_auto_device_is_the_gpu_when_there_is_one(monkeypatch):
 def test_every_entry_point_defaults_to_the_gpu():
     """Loading runs (notebooks 02-04), generating, evaluating, the panels, the demo and training all
     take ``device="auto"`` by default and resolve it with the one resolver."""
-    from nmusic.interfaces.cli import build_parser
-    from nmusic.interfaces.demo import run_demo
     from nmusic.evaluation.evaluate import evaluate_runs
     from nmusic.generate import generate
-    from nmusic.training.runs import train_model
-    from nmusic.training.trainer import load_run
+    from nmusic.interfaces.cli import build_parser
+    from nmusic.interfaces.demo import run_demo
     from nmusic.interfaces.widgets import GeneratePanel
+    from nmusic.training.runs import load_run, train_model
 
     for fn in (load_run, run_demo, evaluate_runs, generate, train_model, GeneratePanel.__init__):
         assert inspect.signature(fn).parameters["device"].default == "auto", fn.__qualname__
@@ -88,7 +88,7 @@ def test_every_entry_point_defaults_to_the_gpu():
         assert parser.parse_args(args).device == "auto", command
     sources = " ".join(p.read_text() for p in (ROOT / "nmusic").rglob("*.py"))
     assert not re.search(r"torch\.device\(\"cuda\" if torch\.cuda\.is_available\(\)", sources), \
-        "resolve 'auto' with nmusic.training.trainer.resolve_device, the one resolver"
+        "resolve 'auto' with nmusic.device.resolve_device, the one resolver"
 
 
 def test_notebooks_use_the_gpu_when_there_is_one():

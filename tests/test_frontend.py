@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from nmusic.frontend import (SPEC_PRESETS, MelFrontEnd, SpecParams, griffin_lim_upper_bound, spec_preset,
-                          spectral_convergence)
+from nmusic.config import from_dict, to_dict
 from nmusic.errors import ConfigError
+from nmusic.frontend import (SPEC_PRESETS, MelFrontEnd, SpecParams, griffin_lim_upper_bound, spec_preset,
+                             spectral_convergence)
 
 
 def tone_mix(sr, seconds, seed=0):
@@ -64,7 +65,7 @@ def test_bad_params_are_config_errors():
     with pytest.raises(ConfigError, match="n_fft"):
         SpecParams(n_fft=1000)
     with pytest.raises(ConfigError, match="unknown field"):
-        SpecParams.from_dict({"sample_rate": 16000, "nmels": 3})
+        from_dict(SpecParams, {"sample_rate": 16000, "nmels": 3})
     with pytest.raises(ConfigError, match="choose one of"):
         spec_preset("nope")
-    assert SpecParams.from_dict(SPEC_PRESETS["melnet-paper"].to_dict()) == SPEC_PRESETS["melnet-paper"]
+    assert from_dict(SpecParams, to_dict(SPEC_PRESETS["melnet-paper"])) == SPEC_PRESETS["melnet-paper"]
