@@ -7,6 +7,10 @@ the ``ffmpeg`` program when it is on PATH; without it the error says how to get 
 layout is downmixed to mono, every integer/float PCM becomes float32 in [-1, 1], and resampling
 uses ``torchaudio.functional.resample``.
 
+What a file holds is known three ways, from cheap to thorough: :func:`audio_info` reads the header,
+:func:`probe` reads the header and decodes a few short blocks (what the manifest uses), and
+:func:`audio_stats` decodes everything.
+
 Shapes: :func:`read_audio` gives ``(frames, channels)`` float32 at the file's own rate;
 :func:`load_audio` gives a mono ``(T,)`` float32 tensor at the requested rate.
 """
@@ -39,6 +43,7 @@ _SF_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
 # opens a macOS "._<name>" sidecar next to the file as a resource fork, and then fails on a good
 # mp3 ("bad data offset"). Such sidecars are common in archives made on macOS.
 _BLOCK = 1 << 18  # frames per block when streaming a file (bounded memory for hour-long mixes)
+CHECK_SECONDS = 1.0  # decoded at the start, the middle and the end of a file by probe()
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,25 @@ def _ffmpeg_probe(path: Path) -> tuple[int, int]:
     raise DecodeError(f"{path}: FFmpeg cannot read it ({_last_line(out.stderr, path) or 'no audio stream'})")
 
 
-def _ffmpeg_decode(path: Path) -> tuple[np.ndarray, int]:
+def _ffmpeg_duration(path: Path) -> float | None:
+    """The container's duration in seconds, via ffprobe (``None`` when it does not say)."""
+    out = subprocess.run([shutil.which("ffprobe") or "ffprobe", "-v", "error", "-show_entries", "format=duration",
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+    try:
+        duration = float(out.stdout.strip())
+    except ValueError:
+        return None
+    return duration if out.returncode == 0 and duration > 0 else None
+
+
+def _ffmpeg_decode(path: Path, start: float | None = None, seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream (from ``start``, ``seconds`` long, when given) through FFmpeg."""
     if _ffmpeg() is None:
         raise _need_ffmpeg(path, f"'{path.suffix}' files are not supported by libsndfile and ffmpeg is not installed")
     sr, channels = _ffmpeg_probe(path)
-    out = subprocess.run([_ffmpeg(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-f", "f32le",
-                          "-acodec", "pcm_f32le", "-"], capture_output=True)
+    window = (["-ss", f"{start:.3f}"] if start else []) + (["-t", f"{seconds:.3f}"] if seconds else [])
+    out = subprocess.run([_ffmpeg(), "-v", "error", "-nostdin", *window, "-i", str(path), "-map", "0:a:0",
+                          "-f", "f32le", "-acodec", "pcm_f32le", "-"], capture_output=True)
     if out.returncode != 0:
         why = _last_line(out.stderr.decode(errors="replace"), path)
         raise DecodeError(f"{path}: FFmpeg could not decode it ({why})")
@@ -173,6 +191,63 @@ def audio_stats(path: str | Path) -> AudioStats:
     finite = bool(np.isfinite(data).all())
     peak = float(np.nan_to_num(np.abs(data), nan=0.0, posinf=0.0).max()) if data.size else 0.0
     return AudioStats(str(path), frames / sr, sr, channels, frames, peak, finite)
+
+
+def _measure(blocks, path: Path, duration: float, sr: int, channels: int, frames: int) -> AudioStats:
+    finite = all(bool(np.isfinite(b).all()) for b in blocks)
+    peak = max((float(np.nan_to_num(np.abs(b), nan=0.0, posinf=0.0).max()) for b in blocks if b.size), default=0.0)
+    return AudioStats(str(path), duration, sr, channels, frames, peak, finite)
+
+
+def _probe_sndfile(path: Path) -> AudioStats | None:
+    """The header and three short blocks through libsndfile; ``None`` when the header cannot be trusted
+    (no frame count, a block that does not decode in full: a truncated file) or seeking fails."""
+    with open(path, "rb") as fh, sf.SoundFile(fh) as f:
+        sr, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+        if frames <= 0 or sr <= 0:
+            return None
+        block = min(frames, max(1, round(CHECK_SECONDS * sr)))
+        blocks = []
+        for start in sorted({0, (frames - block) // 2, frames - block}):
+            f.seek(start)
+            data = f.read(block, dtype="float32", always_2d=True)
+            if len(data) < block:
+                return None
+            blocks.append(data)
+    return _measure(blocks, path, frames / sr, sr, channels, frames)
+
+
+def _probe_ffmpeg(path: Path) -> AudioStats | None:
+    """ffprobe's header, and the first and the last second decoded by FFmpeg; ``None`` when the container
+    does not say how long it is or the end does not decode (a truncated file)."""
+    sr, channels = _ffmpeg_probe(path)
+    duration = _ffmpeg_duration(path)
+    if duration is None:
+        return None
+    seconds = min(CHECK_SECONDS, duration)
+    head, _ = _ffmpeg_decode(path, seconds=seconds)
+    tail, _ = _ffmpeg_decode(path, start=max(0.0, duration - seconds), seconds=seconds)
+    if not len(head) or len(tail) < 0.5 * seconds * sr:
+        return None
+    return _measure([head, tail], path, duration, sr, channels, round(duration * sr))
+
+
+def probe(path: str | Path) -> AudioStats:
+    """Header facts and a light check, without decoding the whole file (what the manifest needs).
+
+    Duration, rate and channels come from the header; :data:`CHECK_SECONDS` at the start, the middle
+    and the end (FFmpeg formats: the start and the end) are decoded to check that the file decodes
+    to its end, and ``peak``/``finite`` describe those blocks. Where the header cannot be trusted (no
+    frame count, or a block does not decode in full, as in a truncated file) the whole file is
+    decoded instead (:func:`audio_stats`). Raises :class:`DecodeError` as :func:`read_audio` does.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        stats = _probe_ffmpeg(path) if path.suffix.lower() in FFMPEG_EXTENSIONS and _ffmpeg() else _probe_sndfile(path)
+    except (DecodeError, *_SF_ERRORS):
+        stats = None   # audio_stats says why, or decodes it another way (FFmpeg for a misnamed file)
+    return stats if stats is not None else audio_stats(path)
 
 
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
-from tqdm.auto import tqdm
-
-from .decode import AUDIO_EXTENSIONS
 from ..errors import FetchError, UnsafeArchiveError
+from ..utils.progress import progress_bar
+from .decode import AUDIO_EXTENSIONS
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tar.xz", ".tar.bz2", ".tgz", ".txz", ".tbz2", ".tar", ".zip")
 _DRIVE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
@@ -112,7 +111,7 @@ def _copy(src: Path, dest: Path, progress: bool) -> Path:
     if out.is_file() and (out.stat().st_size, out.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         return out
     tmp = out.with_name(out.name + ".partial")
-    with open(src, "rb") as r, open(tmp, "wb") as w, tqdm(
+    with open(src, "rb") as r, open(tmp, "wb") as w, progress_bar(
             total=st.st_size, unit="B", unit_scale=True, desc=f"copy {src.name}", disable=not progress) as bar:
         while chunk := r.read(1 << 22):
             w.write(chunk)
@@ -228,7 +227,8 @@ def _extract_tar(archive: Path, dest: Path, progress: bool) -> None:
         _check_members(archive, [(m.name, _tar_kind(m), m.linkname) for m in members])
         dest.mkdir(parents=True, exist_ok=True)
         extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.12+, 3.11.4+ backport
-        tf.extractall(dest, members=tqdm(members, desc=f"extract {archive.name}", disable=not progress), **extra)
+        members = progress_bar(members, desc=f"extract {archive.name}", disable=not progress)
+        tf.extractall(dest, members=members, **extra)
 
 
 def _zip_symlink(info: zipfile.ZipInfo) -> bool:
@@ -242,7 +242,7 @@ def _extract_zip(archive: Path, dest: Path, progress: bool) -> None:
         _check_members(archive, [(i.filename, "symlink" if i.filename in targets else "dir" if i.is_dir() else "file",
                                   targets.get(i.filename, "")) for i in infos])
         dest.mkdir(parents=True, exist_ok=True)
-        for info in tqdm(infos, desc=f"extract {archive.name}", disable=not progress):
+        for info in progress_bar(infos, desc=f"extract {archive.name}", disable=not progress):
             if info.filename in targets:  # zipfile would write the link target as a text file
                 link = dest / info.filename
                 link.parent.mkdir(parents=True, exist_ok=True)

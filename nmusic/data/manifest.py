@@ -5,10 +5,15 @@ combining the genres from separate folders. Here the genre is the top-level fold
 root (files nested deeper count for that genre); genre ids are the positions in the sorted genre
 names, saved with the data.
 
-Every file is decoded once, in a process pool over all cores (paper 4.1: use the whole dataset,
-fast). A file that cannot be decoded, is empty, holds NaN/inf, is shorter than one training clip
-or is pure silence is listed in ``Manifest.skipped`` with the reason; it never stops the run.
-Files with other extensions, hidden files and macOS ``__MACOSX`` folders are ignored.
+Every file is probed, in a process pool over all cores (paper 4.1: use the whole dataset, fast):
+its header gives the duration, rate and channels, and a light check decodes a second at its start,
+middle and end (:func:`nmusic.data.decode.probe`); only a file whose header cannot be trusted, or
+that looks silent there, is decoded in full. ``nmusic prepare`` then decodes each file once. A file
+that cannot be decoded, is empty, holds NaN/inf, is shorter than one training clip or is pure
+silence is listed in ``Manifest.skipped`` with the reason; it never stops the run (a defect the
+light check cannot see, such as a NaN in the middle of a file, is reported by ``prepare``, which
+skips the file the same way). Files with other extensions, hidden files and macOS ``__MACOSX``
+folders are ignored.
 
 On disk (``save``): ``<name>.csv`` with :data:`MANIFEST_COLUMNS`, ``<name>.skipped.csv`` (path,
 reason) and ``<name>.genres.json`` (genres, clip_seconds, root relative to the csv's folder).
@@ -18,19 +23,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
-from tqdm.auto import tqdm
-
-from .decode import AUDIO_EXTENSIONS, audio_stats
 from ..errors import ConfigError, DecodeError, FetchError
+from ..utils.parallel import parallel_map
+from .decode import AUDIO_EXTENSIONS, audio_stats, probe
 
 MANIFEST_COLUMNS = ("genre", "path", "duration", "sample_rate", "channels")
 SILENCE_PEAK = 1e-4  # a file whose |sample| never reaches this is "pure silence"
+CLIP_SECONDS = 2.0   # files shorter than this (one training clip of the tiny presets) are skipped
 _TYPES = {"genre": str, "path": str, "duration": float, "sample_rate": int, "channels": int}
 
 
@@ -40,7 +42,7 @@ class Manifest:
     rows: list[dict]          # keys MANIFEST_COLUMNS, path in posix form
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     genres: list[str] = field(default_factory=list)    # genre id = index; default sorted row genres
-    clip_seconds: float = 2.0
+    clip_seconds: float = CLIP_SECONDS
 
     def __post_init__(self):
         self.genres = list(self.genres) or sorted({r["genre"] for r in self.rows})
@@ -95,7 +97,7 @@ class Manifest:
         rows = _read_csv(csv_path, MANIFEST_COLUMNS)
         skipped_path, meta_path = _sibling(csv_path, ".skipped.csv"), _sibling(csv_path, ".genres.json")
         skipped = _read_csv(skipped_path, ("path", "reason")) if skipped_path.is_file() else []
-        meta = {"root": ".", "genres": [], "clip_seconds": 2.0}
+        meta = {"root": ".", "genres": [], "clip_seconds": CLIP_SECONDS}
         if meta_path.is_file():
             try:
                 meta.update(json.loads(meta_path.read_text()))
@@ -131,31 +133,6 @@ def _read_csv(path: Path, columns: tuple) -> list[dict]:
         return rows
 
 
-def parallel_map(fn: Callable, items: Iterable, workers: int | None = None, progress: bool = True,
-                 desc: str = "", unit: str = "file") -> list:
-    """``[fn(x) for x in items]`` over a process pool of ``workers`` (default: all cores), with tqdm.
-
-    Runs in this process for tiny inputs, ``workers=1``, or when a pool cannot start or breaks
-    (sandboxes without /dev/shm, a worker killed); ``fn`` must be a module-level function.
-    """
-    items = list(items)
-    workers = max(1, workers or os.cpu_count() or 1)
-    results: list = []
-    with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress) as bar:
-        if workers > 1 and len(items) >= 4:
-            try:
-                with ProcessPoolExecutor(min(workers, len(items))) as pool:
-                    for r in pool.map(fn, items, chunksize=max(1, min(16, len(items) // (8 * workers)))):
-                        results.append(r)
-                        bar.update()
-            except (BrokenProcessPool, OSError):
-                pass  # finish the rest here
-        for item in items[len(results):]:
-            results.append(fn(item))
-            bar.update()
-    return results
-
-
 def probe_file(job: tuple[str, str, str, float]) -> dict:
     """Worker: ``(root, genre, rel_path, clip_seconds)`` -> a manifest row or ``{"path", "reason"}``."""
     root, genre, rel, clip_seconds = job
@@ -163,7 +140,9 @@ def probe_file(job: tuple[str, str, str, float]) -> dict:
     try:
         if path.stat().st_size == 0:
             return {"path": rel, "reason": "empty (0 bytes)"}
-        s = audio_stats(path)
+        s = probe(path)
+        if s.frames and s.finite and s.peak < SILENCE_PEAK:   # silent where it was checked: is it silent throughout?
+            s = audio_stats(path)
     except DecodeError as e:
         return {"path": rel, "reason": "cannot decode: " + str(e).removeprefix(f"{path}: ")}
     except Exception as e:  # noqa: BLE001 - one bad file must never stop the run
@@ -184,9 +163,9 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def build_manifest(root: str | os.PathLike, clip_seconds: float = 2.0, workers: int | None = None,
+def build_manifest(root: str | os.PathLike, clip_seconds: float = CLIP_SECONDS, workers: int | None = None,
                    progress: bool = True) -> Manifest:
-    """Scan ``root/<genre>/**/<audio file>`` and decode every file once (all cores) into a Manifest."""
+    """Scan ``root/<genre>/**/<audio file>`` and probe every file (all cores) into a Manifest."""
     root = Path(root)
     if not root.is_dir():
         raise FetchError(f"{root}: data folder not found; pass the folder that holds one sub-folder per genre.")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from nmusic.data.decode import audio_info, audio_stats, load_audio, read_audio
+from nmusic.data.decode import audio_info, audio_stats, load_audio, probe, read_audio
 from nmusic.errors import DecodeError
 
 
@@ -55,6 +55,9 @@ def test_decodes_every_format_rate_and_layout(tmp_path, ext, fmt, subtype, sr, c
     info, stats = audio_info(path), audio_stats(path)
     assert (info.sample_rate, info.channels) == (stats.sample_rate, stats.channels) == (sr, channels)
     assert stats.frames == len(wave) and stats.finite and 0.4 < stats.peak < 0.7
+    light = probe(path)   # the header and a light check: what the manifest reads
+    assert (light.sample_rate, light.channels) == (sr, channels) and light.finite and 0.4 < light.peak < 0.7
+    assert abs(light.frames - stats.frames) <= 0.1 * stats.frames
     for target in (16000, 22050):
         resampled, rate = load_audio(path, target)
         assert rate == target and abs(len(resampled) - len(wave) * target / sr) <= 2
@@ -126,6 +129,28 @@ def test_truncated_files_error_or_decode_shorter(tmp_path, fmt, keep):
         assert 0 < len(wave) < 22050 and bool(wave.isfinite().all())
 
 
+def test_probe_decodes_a_few_seconds_of_a_long_file_and_all_of_a_truncated_one(tmp_path, monkeypatch):
+    sr = 8000
+    sf.write(tmp_path / "long.wav", tone(sr, 60.0), sr)
+    data = (tmp_path / "long.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: 44 + 2 * sr * 5])   # the header still says 60 s; 5 s are there
+    read = []
+    real = sf.SoundFile.read
+
+    def counting(self, frames=-1, *args, **kwargs):
+        out = real(self, frames, *args, **kwargs)
+        read.append(len(out))
+        return out
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting)
+    p = probe(tmp_path / "long.wav")
+    assert (p.frames, p.duration, p.finite) == (60 * sr, 60.0, True) and 0.4 < p.peak < 0.6
+    assert sum(read) == 3 * sr                     # one second at the start, the middle and the end
+    read.clear()
+    cut = probe(tmp_path / "cut.wav")
+    assert cut.frames == 5 * sr and cut.duration == 5.0   # the end did not decode: counted in full instead
+
+
 def test_header_only_wav_has_no_samples(tmp_path):
     sf.write(tmp_path / "full.wav", tone(8000), 8000)
     (tmp_path / "head.wav").write_bytes((tmp_path / "full.wav").read_bytes()[:44])
@@ -178,7 +203,9 @@ def test_ffmpeg_formats_decode(tmp_path, ext, codec):
                    check=True)
     wave, sr = load_audio(out, 16000)
     assert sr == 16000 and abs(len(wave) - 16000) < 1600 and abs(peak_freq(wave, sr) - 440) < 6
-    assert audio_stats(out).channels == 2
+    stats, light = audio_stats(out), probe(out)
+    assert stats.channels == light.channels == 2 and light.sample_rate == 48000 and light.finite
+    assert abs(light.duration - stats.duration) < 0.1 and abs(light.peak - stats.peak) < 0.05
     shutil.copy(out, tmp_path / "misnamed.mp3")  # libsndfile refuses it, FFmpeg takes over
     assert abs(peak_freq(load_audio(tmp_path / "misnamed.mp3", 16000)[0], 16000) - 440) < 6
     (tmp_path / "bad.m4a").write_bytes(b"garbage" * 50)

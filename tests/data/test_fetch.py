@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nmusic.errors import FetchError, UnsafeArchiveError
 from nmusic.data.fetch import fetch, find_data_root, parse_drive_id, safe_extract
+from nmusic.errors import FetchError, UnsafeArchiveError
 
 ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz0123456"
 FILES = {"music/classical/a.wav": b"RIFF-a", "music/classical/op1/b.flac": b"fLaC-b", "music/edm/c.mp3": b"ID3-c"}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from nmusic.data.manifest import MANIFEST_COLUMNS, Manifest, build_manifest
 from nmusic.errors import ConfigError, FetchError
-from nmusic.data.manifest import MANIFEST_COLUMNS, Manifest, build_manifest, parallel_map
 
 
 def tone(sr, seconds, channels=1, amp=0.5):
@@ -130,6 +130,16 @@ def test_missing_root_and_empty_root(tmp_path):
     assert (m.rows, m.skipped, m.genres) == ([], [], [])
 
 
-def test_parallel_map_keeps_order():
-    assert parallel_map(abs, range(-20, 0), workers=2, progress=False) == list(range(20, 0, -1))
-    assert parallel_map(abs, [-1], workers=4, progress=False) == [1]
+def test_the_manifest_probes_files_and_leaves_decoding_to_prepare(tmp_path, monkeypatch):
+    """Headers and a light check only: no good file is decoded in full (prepare does that, once)."""
+    import nmusic.data.decode as decode_mod
+    import nmusic.data.manifest as manifest_mod
+
+    for genre in ("classical", "edm"):
+        (tmp_path / genre).mkdir()
+        sf.write(tmp_path / genre / "long.flac", tone(8000, 30.0), 8000)
+    full = []
+    monkeypatch.setattr(decode_mod, "audio_stats", full.append)
+    monkeypatch.setattr(manifest_mod, "audio_stats", full.append)
+    m = build_manifest(tmp_path, workers=1, progress=False)
+    assert [r["duration"] for r in m.rows] == [30.0, 30.0] and not m.skipped and not full

@@ -7,10 +7,10 @@ import soundfile as sf
 import torch
 
 from nmusic.data import synth
-from nmusic.frontend import MelFrontEnd, SpecParams
 from nmusic.data.decode import audio_info, load_audio
-from nmusic.errors import ConfigError
 from nmusic.data.synth import GENRES, clip_params, file_seed, render, write_dataset
+from nmusic.errors import ConfigError
+from nmusic.frontend import MelFrontEnd, SpecParams
 
 SR = 16000  # what the models see
 HOP = 256
