@@ -37,13 +37,13 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nmusic.frontend import MelFrontEnd, SpecParams, stft_magnitude
+from nmusic.models.base import StepContext
 from nmusic.models.cmelgan import PRESETS as GAN_PRESETS
 from nmusic.models.cmelgan import CMelGANRecipe
 from nmusic.models.melnet import PRESETS as MELNET_PRESETS
 from nmusic.models.melnet import MelNetConfig, MelNetRecipe
 from nmusic.models.melnet.sampling import FrequencySteps, sample_tier
 from nmusic.models.melnet.tiers import Tier, split
-from nmusic.models.base import StepContext
 
 GENRES = ["classical", "edm", "lofi"]
 CUDA = torch.device("cuda")

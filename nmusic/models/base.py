@@ -1,9 +1,26 @@
-"""The model-specific half of training, shared by MelNet and cMelGAN.
+"""What every model family gives the trainer (:class:`Recipe`), and what the trainer hands it per step
+(:class:`StepContext`).
 
-The :class:`~nmusic.training.trainer.Trainer` owns the loop (data, device, mixed precision, checkpoints,
-resume, DDP, logging). A :class:`Recipe` owns the model: which modules and optimisers exist, what
-one optimisation step does, how to sample. Both model families subclass it, so the trainer is
-written once.
+The :class:`~nmusic.training.trainer.Trainer` owns the loop (data, device, mixed precision,
+checkpoints, resume, DDP, logging). A :class:`Recipe` owns the model: which modules and optimisers
+exist, what one optimisation step does, how to sample. Every model family (``models/<family>/``)
+subclasses it and adds itself to :func:`nmusic.models.registry`, so the trainer, ``nmusic train``,
+``nmusic generate`` and ``nmusic evaluate`` are written once.
+
+What a recipe must respect (so that DDP, compile, AMP and exact resume work):
+
+* reach modules through ``self.modules[name]`` inside ``train_step`` (the trainer swaps in DDP /
+  compiled wrappers for modules with trainable parameters while training, and the raw modules
+  back for ``eval_step``/``sample`` and after ``fit``); ``Recipe.unwrap`` gives the raw module;
+* call each wrapped module at most once per backward (concatenate real and fake batches), and
+  only through ``forward``: DDP synchronises gradients of what ``forward`` computed;
+* use ``ctx.autocast()``, ``ctx.backward(loss)`` and ``ctx.optimizer_step(optimizer)``;
+* draw randomness from the global torch/NumPy/Python RNGs (or a generator seeded from
+  ``ctx.step``): they are checkpointed per rank; return the losses as detached 0-dim tensors (or
+  floats), NaN included (the trainer stops every rank together), rather than raising inside
+  ``train_step``, and never read a device value on the host there (``.item()``, ``float()``);
+* ``extra_state()`` and the config hold tensors and builtins only (checkpoints load with
+  ``weights_only=True``).
 """
 from __future__ import annotations
 
@@ -12,44 +29,19 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import CheckpointError
 from ..frontend import SpecParams
-
-
-class StepIndex(int):
-    """The step number (an ``int``) that is also callable: ``ctx.step(optimizer)`` steps ``optimizer``.
-
-    :class:`StepContext` offers both ``ctx.step`` (the 0-based index of this training step) and
-    ``ctx.step(optimizer, parameters)``; one attribute cannot be a field and a method, so the field
-    holds this int subclass, whose call is :meth:`StepContext.optimizer_step`. It pickles as an int.
-    """
-
-    def __new__(cls, value: int, ctx: "StepContext"):
-        obj = super().__new__(cls, value)
-        obj._ctx = ctx
-        return obj
-
-    def __call__(self, optimizer: torch.optim.Optimizer, parameters=None) -> None:
-        self._ctx.optimizer_step(optimizer, parameters)
-
-    def __reduce__(self):
-        return int, (int(self),)
-
-    def __copy__(self):
-        return int(self)
-
-    def __deepcopy__(self, memo):
-        return int(self)
 
 
 @dataclass
 class StepContext:
     """What the trainer hands to :meth:`Recipe.train_step`.
 
-    ``autocast()`` is a context manager for the forward pass (bf16/fp16 on GPU, no-op otherwise);
-    ``backward(loss)`` scales the loss when fp16 is on; ``step(optimizer)`` unscales, clips and
-    steps through the grad scaler. Recipes must use these three so that mixed precision works.
-    ``step`` is also the 0-based index of the training step (see :class:`StepIndex`).
-    ``rank``/``world_size`` describe distributed training (0/1 on a single device).
+    ``step`` is the 0-based index of the training step. ``autocast()`` is a context manager for the
+    forward pass (bf16/fp16 on GPU, no-op otherwise); ``backward(loss)`` scales the loss when fp16
+    is on; ``optimizer_step(optimizer)`` unscales, clips and steps through the grad scaler. Recipes
+    must use these three so that mixed precision works. ``rank``/``world_size`` describe
+    distributed training (0/1 on a single device).
     """
 
     step: int
@@ -61,9 +53,6 @@ class StepContext:
     rank: int = 0
     world_size: int = 1
 
-    def __post_init__(self):
-        self.step = StepIndex(self.step, self)
-
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -73,7 +62,7 @@ class StepContext:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, parameters=None) -> None:
-        """``ctx.step(optimizer, parameters)``: unscale (fp16), clip to ``grad_clip``, step, zero grads.
+        """Unscale (fp16), clip to ``grad_clip``, step, zero grads.
 
         ``parameters`` (default: the optimiser's) are what the gradient norm is clipped over.
 
@@ -114,7 +103,7 @@ class Recipe:
     #: there is no ``best.pt`` and generation uses the latest checkpoint.
     selects_best: bool = True
     #: The model is built of RNNs (cuDNN on CUDA): ``amp="auto"`` picks fp16 with the grad scaler
-    #: for it (see :func:`nmusic.training.trainer.resolve_amp`).
+    #: for it (see :func:`nmusic.device.resolve_amp`).
     recurrent: bool = False
 
     def __init__(self, config, spec: SpecParams, genres: list[str]):
@@ -161,6 +150,24 @@ class Recipe:
         """Trainable parameters (frozen copies such as an EMA generator are not counted)."""
         names = names or list(self.modules)
         return sum(p.numel() for n in names for p in self.unwrap(self.modules[n]).parameters() if p.requires_grad)
+
+    def load_state(self, state: dict, path, optimizers: bool = False) -> None:
+        """Load module (and optimiser) states and the extra state from checkpoint ``state`` (read from
+        ``path``); :class:`CheckpointError` when they do not fit this model."""
+        try:
+            missing = sorted(set(self.modules) - set(state["modules"]))
+            if missing:
+                raise KeyError(f"no state for module(s) {missing}")
+            for name, module in self.modules.items():
+                self.unwrap(module).load_state_dict(state["modules"][name])
+            if optimizers:
+                for name, opt in self.optimizers.items():
+                    opt.load_state_dict(state["optimizers"][name])
+            self.load_extra_state(state.get("extra") or {})
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{path} does not fit this {self.name} model ({str(e).splitlines()[0][:300]}); it "
+                                  f"was written with another config or code version; use a matching run "
+                                  f"directory") from None
 
     def extra_state(self) -> dict:
         """Anything beyond modules/optimisers to checkpoint (EMA weights live in modules)."""

@@ -7,12 +7,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from nmusic.frontend import SPEC_PRESETS, SpecParams
+from nmusic.config import to_dict
 from nmusic.errors import ConfigError
-from nmusic.models.cmelgan import PRESETS, CMelGANConfig, CMelGANRecipe
-from nmusic.models.cmelgan.model import d_loss_terms, g_adv_loss, stat_distance
-from nmusic.models.cmelgan.discriminator import minibatch_std
+from nmusic.frontend import SPEC_PRESETS, SpecParams
 from nmusic.models.base import StepContext
+from nmusic.models.cmelgan import PRESETS, CMelGANConfig, CMelGANRecipe
+from nmusic.models.cmelgan.discriminator import minibatch_std
+from nmusic.models.cmelgan.losses import d_loss_terms, g_adv_loss, stat_distance
 
 GENRES = ["classical", "edm", "lofi"]
 CONVS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
@@ -257,7 +258,7 @@ def test_eval_step_stat_distance():
 # --- config -----------------------------------------------------------------------------------------
 def test_config_round_trips_through_json():
     c = PRESETS["paper-small"]
-    again = CMelGANConfig(**json.loads(json.dumps(c.to_dict())))
+    again = CMelGANConfig(**json.loads(json.dumps(to_dict(c))))
     assert again == c and isinstance(again.g_channels, tuple)
 
 

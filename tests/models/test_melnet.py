@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 
-from nmusic.frontend import SpecParams, spec_preset
 from nmusic.errors import ConfigError
-from nmusic.models.melnet import gmm
-from nmusic.models.melnet import PRESETS, MelNetConfig, MelNetRecipe
-from nmusic.models.melnet.tiers import Tier, interleave, split, split_axes, tier_shapes
+from nmusic.frontend import SpecParams, spec_preset
 from nmusic.models.base import StepContext
+from nmusic.models.melnet import PRESETS, MelNetConfig, MelNetRecipe, gmm
+from nmusic.models.melnet.tiers import Tier, interleave, split, split_axes, tier_shapes
 
 GENRES = ["classical", "edm", "lofi"]
 
@@ -105,7 +104,7 @@ def test_paper_presets_match_table_1_parameter_counts(name, target):
     cfg = PRESETS[name]
     recipe = MelNetRecipe(cfg, spec_preset(cfg.spec), GENRES)
     assert abs(recipe.n_params() / target - 1) < 0.05
-    assert cfg.layers == [12, 6, 5, 4] if name == "paper-small" else cfg.dim == 256
+    assert cfg.layers == (12, 6, 5, 4) if name == "paper-small" else cfg.dim == 256
 
 
 SPEC = SpecParams(n_mels=8)

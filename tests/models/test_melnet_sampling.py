@@ -6,7 +6,6 @@ from nmusic.models.melnet import gmm
 from nmusic.models.melnet.sampling import FrequencySteps, sample, sample_naive, sample_tier, sample_tier_naive
 from nmusic.models.melnet.tiers import Tier, split, tier_shapes
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -19,12 +19,13 @@ about 40k per conditioned tier.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from ...frontend import SpecParams
+from ...config import require, tuples_from_lists
 from ...errors import ConfigError
+from ...frontend import SPEC_PRESETS, SpecParams
 from ..base import Recipe, StepContext
 from . import gmm
 from .layers import RNN_TYPES
@@ -34,13 +35,14 @@ from .tiers import Tier, split, tier_shapes
 
 @dataclass
 class MelNetConfig:
-    """MelNet hyper-parameters (see the module docstring for what each preset reproduces)."""
+    """MelNet hyper-parameters (see the module docstring for what each preset reproduces). Checked when
+    made (:func:`check`); lists are stored as tuples."""
 
     spec: str = "default"            # spectrogram preset (nmusic.frontend.SPEC_PRESETS)
     clip_frames: int = 64            # frames per training clip
     batch_size: int = 8
     dim: int = 32                    # hidden width d of every stack
-    layers: list[int] = field(default_factory=lambda: [4, 2, 2])   # layers per tier; len = number of tiers
+    layers: tuple[int, ...] = (4, 2, 2)   # layers per tier; len = number of tiers
     rnn: str = "lstm"                # "lstm" or "gru"
     central: bool = True             # centralized stack (RNN over whole frames)
     n_mixtures: int = 10             # Gaussian mixture components per element
@@ -48,11 +50,34 @@ class MelNetConfig:
     cond_dim: int = 32               # width of the feature extraction network (tiers >= 2)
     cond_layers: int = 1             # layers of the feature extraction network
     genre_all_tiers: bool = False    # genre embedding in every tier (always in tier 1)
-    train_tiers: list[int] = field(default_factory=list)   # tiers to train (1-based); empty = all
+    train_tiers: tuple[int, ...] = ()   # tiers to train (1-based); empty = all
     checkpoint: bool = False         # gradient checkpointing per layer
     lr: float = 3e-4                 # Adam
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: tuple[float, ...] = (0.9, 0.999)
     weight_decay: float = 0.0
+
+    def __post_init__(self):
+        tuples_from_lists(self)
+        require(self.spec in SPEC_PRESETS, self, "spec", f"must be a spectrogram preset: one of {sorted(SPEC_PRESETS)}")
+        check(self, SPEC_PRESETS[self.spec].n_mels)
+
+
+def check(c: MelNetConfig, n_mels: int) -> None:
+    """Raise :class:`ConfigError` naming the field when ``c`` cannot build a MelNet for ``n_mels`` bins."""
+    require(len(c.layers) >= 1 and all(isinstance(n, int) and n >= 1 for n in c.layers), c, "layers",
+            "needs the number of layers (>= 1) of every tier, e.g. [4, 2, 2]")
+    require(c.rnn in RNN_TYPES, c, "rnn", f"must be one of {sorted(RNN_TYPES)}")
+    for name in ("dim", "n_mixtures", "cond_dim", "cond_layers", "batch_size"):
+        require(isinstance(getattr(c, name), int) and getattr(c, name) >= 1, c, name, "must be an integer >= 1")
+    require(c.scale_floor > 0, c, "scale_floor", "must be > 0")
+    require(c.lr > 0, c, "lr", "must be > 0")
+    G = len(c.layers)
+    require(all(t in range(1, G + 1) for t in c.train_tiers) and len(set(c.train_tiers)) == len(c.train_tiers), c,
+            "train_tiers", f"must list distinct tiers among 1..{G} (empty = all)")
+    shapes = tier_shapes(c.clip_frames, n_mels, G)
+    require(min(min(s) for s in shapes) >= 1, c, "clip_frames",
+            f"is too small for {G} tiers of a {n_mels}-mel spectrogram (tier shapes {shapes}); use more frames or "
+            f"fewer tiers")
 
 
 PRESETS: dict[str, MelNetConfig] = {
@@ -65,31 +90,6 @@ PRESETS: dict[str, MelNetConfig] = {
     "paper-large": MelNetConfig(spec="melnet-paper", clip_frames=83, batch_size=6, dim=256, layers=[6, 5, 5, 5],
                                 central=False, cond_dim=64, lr=1e-4),
 }
-
-
-def _check(config: MelNetConfig, spec: SpecParams, genres: list[str]) -> None:
-    def need(ok, name, what):
-        if not ok:
-            raise ConfigError(f"melnet config field {name!r}: {what} (got {getattr(config, name, None)!r})")
-
-    need(isinstance(config.layers, (list, tuple)) and len(config.layers) >= 1
-         and all(isinstance(n, int) and n >= 1 for n in config.layers),
-         "layers", "give a list with the number of layers (>= 1) of every tier, e.g. [4, 2, 2]")
-    need(config.rnn in RNN_TYPES, "rnn", f"choose one of {sorted(RNN_TYPES)}")
-    for name in ("dim", "n_mixtures", "cond_dim", "cond_layers", "batch_size"):
-        need(isinstance(getattr(config, name), int) and getattr(config, name) >= 1, name, "must be an integer >= 1")
-    need(config.scale_floor > 0, "scale_floor", "must be > 0")
-    need(config.lr > 0, "lr", "must be > 0")
-    G = len(config.layers)
-    tiers = config.train_tiers
-    need(all(t in range(1, G + 1) for t in tiers) and len(set(tiers)) == len(tiers),
-         "train_tiers", f"list distinct tiers among 1..{G} (empty = all)")
-    shapes = tier_shapes(config.clip_frames, spec.n_mels, G)
-    need(min(min(s) for s in shapes) >= 1, "clip_frames",
-         f"too small for {G} tiers of a {spec.n_mels}-mel spectrogram (tier shapes {shapes}); "
-         "use more frames or fewer tiers")
-    if not genres:
-        raise ConfigError("melnet needs at least one genre (the dataset has none)")
 
 
 class MelNetRecipe(Recipe):
@@ -105,7 +105,9 @@ class MelNetRecipe(Recipe):
 
     def __init__(self, config: MelNetConfig, spec: SpecParams, genres: list[str]):
         super().__init__(config, spec, genres)
-        _check(config, spec, genres)
+        check(config, spec.n_mels)
+        if not genres:
+            raise ConfigError("melnet needs at least one genre (the dataset has none)")
         c = config
         self.n_tiers = G = len(c.layers)
         shapes = tier_shapes(c.clip_frames, spec.n_mels, G)
@@ -153,7 +155,7 @@ class MelNetRecipe(Recipe):
         for g in self.train_tiers:
             loss = self.tier_loss(g, tiers, contexts, genre, ctx)
             ctx.backward(loss)
-            ctx.step(self.optimizers[f"tier{g}"], self.modules[f"tier{g}"].parameters())
+            ctx.optimizer_step(self.optimizers[f"tier{g}"], self.modules[f"tier{g}"].parameters())
             value = loss.detach()
             out[f"nll_tier{g}"] = value
             n = tiers[g - 1].numel()

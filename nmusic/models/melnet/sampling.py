@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from ...utils.progress import progress_bar
 from . import gmm
 from .tiers import Tier, interleave, split, split_axes, tier_shapes
 
@@ -241,7 +241,7 @@ def sample(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, t
     primes = split(prime, G)[0] if prime is not None else [None] * G
     if prime is not None and prime.shape[0] == 1:
         primes = [p.expand(genre.shape[0], -1, -1) for p in primes]
-    bar = tqdm(total=sum(s[0] for s in shapes), desc="melnet sampling", unit="frame", disable=not progress)
+    bar = progress_bar(total=sum(s[0] for s in shapes), desc="melnet sampling", unit="frame", disable=not progress)
     x = None
     for g, tier in enumerate(tiers):
         if per:
