@@ -1,97 +1,46 @@
-"""Crash-safe checkpoint files in a run directory (which may sit on a mounted Google Drive).
+"""Checkpoint files in a run folder (which may sit on a mounted Google Drive), crash-safe.
 
-A Colab session can die at any moment, including in the middle of writing a checkpoint. So every
-file is written *atomically*: to a hidden temporary file in the same folder, flushed and fsync'ed,
-then renamed over the final name with ``os.replace``. A reader sees either the old file or the new
-one, never half of one. Should a file still end up truncated (a copy tool, a file system without
-atomic rename), :func:`latest_checkpoint` skips it and falls back to the previous one.
+Every file is written atomically (:mod:`nmusic.utils.files`). Should one still end up truncated (a
+copy tool, a file system without atomic rename), :func:`looks_complete` spots it and
+:func:`load_newest` falls back to the previous checkpoint.
 
-Layout of a run directory::
+Layout of a run folder::
 
     ckpt-00001200.pt   the newest ``keep_last`` checkpoints (step number in the name)
     best.pt            the checkpoint with the lowest validation metric so far
-    session.lock       the training session writing here (see RunLock)
+    session.lock       the training session writing here (nmusic.training.run_lock)
     run.json, history.json, loss.png, samples/...   (written by the trainer)
 
-Checkpoints are plain ``torch.save`` dicts of tensors and builtins (see ``nmusic.training.trainer`` for the
-keys), so they load with ``weights_only=True``: opening one never runs code from the file.
+Checkpoints are plain ``torch.save`` dicts of tensors and builtins (:func:`tensors_and_builtins`;
+``Trainer.state_dict`` lists the keys), so they load with ``weights_only=True``: opening one never
+runs code from the file.
 
-Drive is slow to write to, and a second Colab tab can open the same run folder:
-
-* ``best.pt`` is a copy of the step checkpoint just written (a hard link where the file system has
-  them), never a second serialisation; the trainer writes checkpoints from a background thread
-  (:class:`BackgroundWriter`) on a CPU snapshot of the state, so training goes on meanwhile;
-* :class:`RunLock` lets one training session at a time write a run folder: a second one is refused
-  with a message saying who holds it and what to do, and a session whose lock was taken over stops
-  before it writes anything. Temporary files carry a random part in their names, so no session ever
-  touches another one's.
+Drive is slow to write to: ``best.pt`` is a copy of the step checkpoint just written (a hard link
+where the file system has them), never a second serialisation, and the trainer writes checkpoints
+from a background thread (:class:`BackgroundWriter`) on a CPU snapshot of the state
+(:func:`cpu_snapshot`), so training goes on meanwhile.
 """
 from __future__ import annotations
 
-import datetime
-import json
-import os
 import re
-import shutil
-import socket
 import threading
-import time
-import uuid
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..config import to_dict
 from ..errors import CheckpointError
+from ..utils.files import TMP_PREFIX, atomic_copy, atomic_write
 
 FORMAT = "nmusic-checkpoint-1"
 BEST = "best.pt"
 _CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
-_TMP_PREFIX = ".tmp-"
 
 
 def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:08d}.pt"
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (best effort: some mounts, e.g. Drive, do not support it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write) -> Path:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, fsync it, rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_json(path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def list_checkpoints(run_dir) -> list[Path]:
@@ -116,14 +65,6 @@ def looks_complete(path) -> bool:
         return False
 
 
-def latest_checkpoint(run_dir) -> Path | None:
-    """Newest ``ckpt-*.pt`` in ``run_dir`` that is complete, or ``None``; truncated files are skipped."""
-    for path in reversed(list_checkpoints(run_dir)):
-        if looks_complete(path):
-            return path
-    return None
-
-
 def save_checkpoint(state: dict, run_dir, step: int, keep_last: int = 3, is_best: bool = False) -> Path:
     """Write ``state`` to ``run_dir/ckpt-<step>.pt`` atomically; also ``best.pt`` when ``is_best``.
 
@@ -138,37 +79,42 @@ def save_checkpoint(state: dict, run_dir, step: int, keep_last: int = 3, is_best
     state = {"format": FORMAT, **state, "step": step}
     path = atomic_write(run_dir / checkpoint_name(step), lambda f: torch.save(state, f))
     if is_best:
-        _replace_with_copy(path, run_dir / BEST)
+        atomic_copy(path, run_dir / BEST)
     for old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path
 
 
-def _replace_with_copy(src: Path, dst: Path) -> None:
-    """``dst`` becomes a copy of ``src`` atomically: a hard link where possible, else a byte copy."""
-    tmp = dst.with_name(f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{dst.name}")
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            with open(src, "rb") as fi, open(tmp, "wb") as fo:
-                shutil.copyfileobj(fi, fo, 16 * 2**20)
-                fo.flush()
-                os.fsync(fo.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(dst.parent)
-
-
 def remove_stale_temporaries(run_dir) -> list[Path]:
     """Delete the temporary files interrupted writes left in ``run_dir`` (call it holding the :class:`RunLock`)."""
     run_dir = Path(run_dir)
-    stale = sorted(run_dir.glob(f"{_TMP_PREFIX}*")) if run_dir.is_dir() else []
+    stale = sorted(run_dir.glob(f"{TMP_PREFIX}*")) if run_dir.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def tensors_and_builtins(obj):
+    """``obj`` with tensors and builtins only (what ``torch.load(weights_only=True)`` accepts), recursively.
+
+    str/int/float subclasses (``torch.__version__``, numpy scalars, ...) become the builtin, any
+    other object its ``str``.
+    """
+    if isinstance(obj, dict):
+        return {tensors_and_builtins(k): tensors_and_builtins(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [tensors_and_builtins(v) for v in obj]
+        return tuple(items) if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, torch.Tensor) or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for kind in (bool, int, float, str):
+        if isinstance(obj, kind):
+            return kind(obj)
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return obj
+    return str(obj)
 
 
 def cpu_snapshot(obj):
@@ -216,125 +162,6 @@ class BackgroundWriter:
             raise error
 
 
-# --- one session per run folder ---------------------------------------------------------------------
-LOCK_NAME = "session.lock"
-LOCK_REFRESH_S = 30.0     # a live session rewrites its lock this often
-LOCK_STALE_S = 180.0      # a lock not rewritten for this long belongs to a session that is gone
-_HELD: set[str] = set()   # tokens of the locks this process holds
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-class RunLock:
-    """One training session per run folder, also across machines (two Colab runtimes on one Drive).
-
-    The lock is a small JSON file (``session.lock``) naming its holder (host, process, a random
-    token) and rewritten every ``LOCK_REFRESH_S`` seconds by a background thread. A session finding
-    another's lock refuses to start, unless that lock was left behind: its process on this machine
-    is gone (a restarted runtime), or it was not rewritten for ``LOCK_STALE_S`` seconds (a
-    disconnected one). :meth:`check` (before every checkpoint) stops a session whose lock another
-    one took over, before it writes anything.
-    """
-
-    def __init__(self, run_dir, refresh_s: float | None = None, stale_s: float | None = None):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
-        self.refresh_s = LOCK_REFRESH_S if refresh_s is None else refresh_s
-        self.stale_s = LOCK_STALE_S if stale_s is None else stale_s
-        self.token = uuid.uuid4().hex
-        self.started = datetime.datetime.now().isoformat(timespec="seconds")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def read(self) -> dict | None:
-        try:
-            info = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}          # unreadable: a write in progress, or garbage; judged by the file's age
-        return info if isinstance(info, dict) else {}
-
-    def _age_s(self, info: dict) -> float:
-        updated = info.get("updated")
-        if not isinstance(updated, (int, float)):
-            try:
-                updated = self.path.stat().st_mtime
-            except OSError:
-                return float("inf")
-        return time.time() - updated
-
-    def abandoned(self, info: dict) -> bool:
-        """Whether the session that wrote ``info`` is gone."""
-        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
-            if info["pid"] == os.getpid():
-                return info.get("token") not in _HELD
-            if not _pid_alive(info["pid"]):
-                return True
-        return self._age_s(info) > self.stale_s
-
-    def _write(self) -> None:
-        atomic_write_json(self.path, {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-                                      "started": self.started, "updated": time.time()})
-
-    def acquire(self) -> "RunLock":
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        other = self.read()
-        if other is not None and other.get("token") != self.token and not self.abandoned(other):
-            age = self._age_s(other)
-            wait = max(0.0, self.stale_s - age)
-            raise CheckpointError(
-                f"{self.run_dir} is in use by another training session (host {other.get('host', '?')}, "
-                f"process {other.get('pid', '?')}, started {other.get('started', '?')}, alive {age:.0f} s ago). "
-                f"Stop that session first, or train into another run folder. If it is gone (e.g. a "
-                f"disconnected Colab runtime), run again in {wait:.0f} s, when its lock counts as abandoned, "
-                f"or delete {self.path}")
-        self._write()
-        _HELD.add(self.token)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._heartbeat, name="nmusic-run-lock", daemon=True)
-        self._thread.start()
-        return self
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.refresh_s):
-            try:
-                if (self.read() or {}).get("token") != self.token:
-                    return                                        # taken over: check() says so
-                self._write()
-            except OSError:
-                pass                                              # e.g. Drive hiccup: try again next time
-
-    def check(self) -> None:
-        """Raise :class:`CheckpointError` if this session no longer holds the lock."""
-        other = self.read()
-        if other is None or other.get("token") != self.token:
-            who = "its lock file was deleted" if other is None else (
-                f"another session took it over (host {other.get('host', '?')}, process {other.get('pid', '?')})")
-            raise CheckpointError(f"{self.run_dir}: this training session lost the run folder: {who}. It stopped "
-                                  f"without writing; the checkpoints there are the other session's now")
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        _HELD.discard(self.token)
-        try:
-            if (self.read() or {}).get("token") == self.token:
-                self.path.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors and builtins only).
 
@@ -358,3 +185,68 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not an nmusic checkpoint (format {found!r}, expected {FORMAT!r})")
     return state
+
+
+def config_diff(saved: dict, now: dict) -> list[str]:
+    """``"field: checkpoint X, now Y"`` for every field that differs (tuples and lists compare equal)."""
+    saved, now = _as_lists(saved), _as_lists(now)
+    return [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)]
+
+
+def _as_lists(obj):
+    """Tuples as lists, recursively: a config saved before a field became a tuple still compares equal."""
+    if isinstance(obj, dict):
+        return {k: _as_lists(v) for k, v in obj.items()}
+    return [_as_lists(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
+
+
+def check_resumable(state: dict, path, recipe, genres: list[str]) -> None:
+    """Raise :class:`CheckpointError` saying what to do unless checkpoint ``state`` (from ``path``) can go
+    on training as ``recipe`` on data of ``genres``: same model, genres, spectrogram and model config
+    (the recipe's ``schedule_fields`` may differ)."""
+    if state.get("model") != recipe.name:
+        raise CheckpointError(f"{path} is a {state.get('model')!r} checkpoint, not {recipe.name!r}; "
+                              f"use another run directory for a {recipe.name} run")
+    if list(state["genres"]) != list(genres):
+        raise CheckpointError(
+            f"{path} was trained on genres {list(state['genres'])} but the dataset now has "
+            f"{list(genres)}; genre ids would change meaning. Resume with the same genre folders "
+            f"(add/remove folders to match), or start a new run directory")
+    spec = to_dict(recipe.spec)
+    if state["spec"] != spec:
+        raise CheckpointError(f"{path} used other spectrogram parameters ({'; '.join(config_diff(state['spec'], spec))}"
+                              f"); resume with the same model config, or start a new run directory")
+    saved, now = dict(state["model_config"]), tensors_and_builtins(to_dict(recipe.config))
+    for name in recipe.schedule_fields:
+        saved.pop(name, None)
+        now.pop(name, None)
+    diff = config_diff(saved, now)
+    if diff:
+        raise CheckpointError(f"{path} was trained with another model config ({'; '.join(diff)}); resume with "
+                              f"the preset and overrides in run.json ({state.get('preset')!r}), or start a "
+                              f"new run directory")
+
+
+def load_newest(run_dir, say=None) -> tuple[dict | None, Path | None]:
+    """The newest checkpoint of ``run_dir`` that loads, and its path; ``(None, None)`` when there is none.
+
+    Incomplete ones (an interrupted write) and unreadable ones are skipped, with a note through
+    ``say(message)`` when given. If checkpoints exist but none loads, the first error is raised:
+    never silently start afresh.
+    """
+    errors = []
+    for path in reversed(list_checkpoints(run_dir)):
+        if not looks_complete(path):
+            if say is not None:
+                say(f"skipping incomplete checkpoint {path.name} (interrupted write)")
+            continue
+        try:
+            return load_checkpoint(path), path
+        except CheckpointError as e:
+            if say is not None:
+                say(f"skipping unreadable checkpoint: {e}")
+            errors.append(e)
+    if errors:
+        raise errors[0]
+    return None, None

@@ -3,9 +3,9 @@ import os
 import pytest
 import torch
 
-from nmusic.training.checkpoint import (atomic_write, checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint,
-                               remove_stale_temporaries, save_checkpoint)
 from nmusic.errors import CheckpointError
+from nmusic.training.checkpoint import (checkpoint_name, list_checkpoints, load_checkpoint, load_newest,
+                                        remove_stale_temporaries, save_checkpoint)
 
 
 def _state(value: float) -> dict:
@@ -21,12 +21,12 @@ def test_save_load_round_trip_keeps_last_and_best(tmp_path):
     state = load_checkpoint(tmp_path / "ckpt-00000040.pt")
     assert state["step"] == 40 and torch.equal(state["modules"]["net"]["w"], torch.full((3,), 40.0))
     assert load_checkpoint(tmp_path / "best.pt")["step"] == 20
-    assert latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000040.pt"
+    assert load_newest(tmp_path)[1] == tmp_path / "ckpt-00000040.pt"
     with pytest.raises(CheckpointError, match="keep_last"):
         save_checkpoint(_state(0), tmp_path, 50, keep_last=0)
 
 
-def test_latest_skips_partial_and_truncated_files(tmp_path):
+def test_newest_skips_partial_and_truncated_files(tmp_path):
     """A kill during a write leaves a temp file (or, without atomic rename, a truncated file)."""
     save_checkpoint(_state(1), tmp_path, 100)
     save_checkpoint(_state(2), tmp_path, 200)
@@ -34,36 +34,21 @@ def test_latest_skips_partial_and_truncated_files(tmp_path):
     (tmp_path / ".tmp-999-ckpt-00000300.pt").write_bytes(good[: len(good) // 2])  # interrupted atomic write
     (tmp_path / "ckpt-00000400.pt").write_bytes(good[: len(good) - 100])       # truncated newest file
     (tmp_path / "ckpt-00000500.pt").write_bytes(b"")
-    assert latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000200.pt"
-    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 200
+    assert load_newest(tmp_path)[1] == tmp_path / "ckpt-00000200.pt"
+    assert load_checkpoint(load_newest(tmp_path)[1])["step"] == 200
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(tmp_path / "ckpt-00000400.pt")
     assert "ckpt-00000400.pt" in str(e.value) and "incomplete or corrupt" in str(e.value)
     save_checkpoint(_state(3), tmp_path, 600, keep_last=10)  # another session's temp file may be in flight: kept
     assert [p.name for p in tmp_path.glob(".tmp-*")] == [".tmp-999-ckpt-00000300.pt"]
-    assert latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000600.pt"
+    assert load_newest(tmp_path)[1] == tmp_path / "ckpt-00000600.pt"
     remove_stale_temporaries(tmp_path)                        # what the session holding the run's lock does
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_latest_of_empty_or_missing_dir(tmp_path):
-    assert latest_checkpoint(tmp_path) is None
-    assert latest_checkpoint(tmp_path / "nope") is None
-
-
-def test_failed_write_leaves_the_old_file_intact(tmp_path):
-    target = tmp_path / "ckpt-00000001.pt"
-    save_checkpoint(_state(1), tmp_path, 1)
-    before = target.read_bytes()
-
-    def explode(f):
-        f.write(b"half a checkpoint")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(target, explode)
-    assert target.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["ckpt-00000001.pt"]
+def test_newest_of_empty_or_missing_dir(tmp_path):
+    assert load_newest(tmp_path)[1] is None
+    assert load_newest(tmp_path / "nope")[1] is None
 
 
 def test_load_errors_name_the_file(tmp_path):

@@ -2,7 +2,7 @@
 
 The toy model is a per-frame denoiser of log-mel frames, conditioned on genre. Its training step
 draws noise from the torch, NumPy and Python RNGs, so an exact resume needs every RNG state back.
-Run as a script (``python tests/_trainer_toy.py train RUN_DIR ...``) it trains in a subprocess, which
+Run as a script (``python tests/training/toy_model.py train RUN_DIR ...``) it trains in a subprocess, which
 the tests kill with SIGKILL or launch under ``torch.distributed.run``.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmusic.frontend import SpecParams
 from nmusic.data.cache import AudioCache
+from nmusic.frontend import SpecParams
 from nmusic.models.base import Recipe
 from nmusic.training.trainer import TrainConfig, Trainer
 
@@ -78,7 +78,7 @@ class ToyRecipe(Recipe):
         if ctx.step == self.config.nan_at or (self.config.nan_from is not None and ctx.step >= self.config.nan_from):
             loss = loss * float("nan")
         ctx.backward(loss)
-        ctx.step(self.optimizers["net"])
+        ctx.optimizer_step(self.optimizers["net"])
         with torch.no_grad():
             for e, p in zip(self.modules["ema"].parameters(), self.unwrap(self.modules["net"]).parameters()):
                 e.lerp_(p, 0.1)
