@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from ..training.checkpoint import atomic_write
+from ..config import from_dict, to_dict
 from ..errors import CheckpointError, ConfigError
+from ..utils.files import atomic_write
 from .judge import NOISE_CLIPS, JudgeSpec, decide, noise, standardise
 
 FORMAT = "nmusic-feature-judge-3"
@@ -163,7 +164,8 @@ class FeatureJudge:
         return self.logits_of(self.featurise(wave, sample_rate))
 
     def predict(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """``(B, samples)`` -> ``(B,)`` genre ids, -1 where it is not confident (:func:`nmusic.evaluation.judge.decide`)."""
+        """``(B, samples)`` -> ``(B,)`` genre ids, -1 where it is not confident
+        (:func:`nmusic.evaluation.judge.decide`)."""
         return decide(self.logits(wave, sample_rate))
 
     def top_features(self, genre: str, k: int = 5) -> list[tuple[str, float]]:
@@ -174,7 +176,7 @@ class FeatureJudge:
         return [(self.features.names[i], float(w[i])) for i in idx.tolist()]
 
     def save(self, path) -> Path:
-        state = {"format": FORMAT, "genres": self.genres, "spec": self.spec.to_dict(), "mean": self.mean,
+        state = {"format": FORMAT, "genres": self.genres, "spec": to_dict(self.spec), "mean": self.mean,
                  "std": self.std, "weight": self.weight, "bias": self.bias, "metrics": self.metrics,
                  "names": self.features.names}
         return atomic_write(path, lambda f: torch.save(state, f))
@@ -185,8 +187,8 @@ class FeatureJudge:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if state.get("format") != FORMAT:
                 raise KeyError(f"format {state.get('format')!r}")
-            judge = cls(state["genres"], JudgeSpec(**state["spec"]), state["mean"], state["std"], state["weight"],
-                        state["bias"], state["metrics"])
+            judge = cls(state["genres"], from_dict(JudgeSpec, state["spec"]), state["mean"], state["std"],
+                        state["weight"], state["bias"], state["metrics"])
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file; all mean 'unreadable'
             raise CheckpointError(f"{path}: not a readable nmusic feature judge ({str(e)[:200]}); delete it and "
                                   f"`nmusic evaluate` fits a new one") from None
@@ -199,8 +201,8 @@ def fit_feature_judge(wave: torch.Tensor, genre: torch.Tensor, sample_rate: int,
                       spec: JudgeSpec | None = None, l2: float = 1e-2, seed: int = 0) -> FeatureJudge:
     """Fit on training clips ``wave (N, samples)`` with labels ``genre (N,)`` (real, and inverted ones).
 
-    As for the network judge, noise (:func:`nmusic.evaluation.judge.noise`, one clip per :data:`nmusic.evaluation.judge.NOISE_CLIPS` / 32
-    of the data) is added with the target "every genre alike".
+    As for the network judge, noise (:func:`nmusic.evaluation.judge.noise`, one clip per
+    :data:`nmusic.evaluation.judge.NOISE_CLIPS` / 32 of the data) is added with the target "every genre alike".
     """
     spec = spec or JudgeSpec()
     t0 = time.perf_counter()

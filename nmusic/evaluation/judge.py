@@ -38,7 +38,6 @@ Shapes: waveforms ``(B, samples)`` at ``sample_rate``; judge log-mel ``(B, 96, f
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +46,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
-from tqdm.auto import tqdm
 
-from ..training.checkpoint import atomic_write
+from ..config import from_dict, to_dict
+from ..data.clips import make_loader
 from ..errors import CheckpointError, ConfigError
+from ..utils.files import atomic_write
+from ..utils.progress import progress_bar
 
 FEATURE_DIM = 128
 FORMAT = "nmusic-judge-3"
@@ -85,8 +86,6 @@ class JudgeSpec:
     def samples(self) -> int:
         return round(self.clip_seconds * self.sample_rate)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class JudgeFrontEnd(nn.Module):
@@ -192,7 +191,7 @@ class Judge:
         return decide(self.embed(wave, sample_rate)[1])
 
     def save(self, path) -> Path:
-        state = {"format": FORMAT, "genres": self.genres, "spec": self.spec.to_dict(),
+        state = {"format": FORMAT, "genres": self.genres, "spec": to_dict(self.spec),
                  "width": self.model.body[0][0].out_channels, "state_dict": self.model.state_dict(),
                  "metrics": self.metrics}
         return atomic_write(path, lambda f: torch.save(state, f))
@@ -203,7 +202,7 @@ class Judge:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if state.get("format") != FORMAT:
                 raise KeyError(f"format {state.get('format')!r}")
-            spec = JudgeSpec(**state["spec"])
+            spec = from_dict(JudgeSpec, state["spec"])
             model = JudgeNet(len(state["genres"]), spec.n_mels, state["width"])
             model.load_state_dict(state["state_dict"])
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file; all mean 'unreadable'
@@ -245,8 +244,6 @@ def train_judge(cache, train_files, inverted: tuple[torch.Tensor, torch.Tensor] 
     batch with a uniform target. Returns a :class:`Judge` whose ``metrics`` record how it was trained
     (its accuracy is measured by :mod:`nmusic.evaluation.evaluate`).
     """
-    from ..data.cache import make_loader
-
     spec = spec or JudgeSpec()
     if steps < 1:
         raise ConfigError(f"judge steps must be >= 1 (got {steps})")
@@ -263,7 +260,7 @@ def train_judge(cache, train_files, inverted: tuple[torch.Tensor, torch.Tensor] 
     loader = make_loader(cache, train_files, clip, batch_size, seed=seed, steps=steps)
     g = torch.Generator().manual_seed(seed)
     model.train()
-    bar = tqdm(loader, total=steps, desc="genre judge", disable=not progress, mininterval=5)
+    bar = progress_bar(loader, total=steps, desc="genre judge", disable=not progress, mininterval=5)
     for wave, genre in bar:
         if inverted is not None and len(inverted[0]):
             half = batch_size // 2

@@ -19,8 +19,6 @@ Shapes: features ``(N, D)``, labels ``(N,)``. Everything runs in float64 on the 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -141,32 +139,3 @@ def originality(generated, train, heldout, percentile: float = COPY_PERCENTILE) 
     return {"distance": dist, "nearest": nearest, "heldout_distance": ref, "threshold": threshold,
             "percentile": float(percentile), "flagged": flagged, "flag_rate": float(flagged.double().mean()),
             "expected_rate": float(percentile) / 100}
-
-
-def balanced_subset(labels, n: int, seed: int = 0) -> torch.Tensor:
-    """Indices of ``n`` items of ``labels (N,)``, classes taking turns (as equal as possible), seeded."""
-    labels = torch.as_tensor(labels).long().cpu()
-    n = min(int(n), len(labels))
-    g = torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(len(labels), generator=g)
-    rank = torch.zeros(len(labels), dtype=torch.long)  # position of each item within its class, in shuffled order
-    seen: dict[int, int] = {}
-    for i in order.tolist():
-        c = int(labels[i])
-        rank[i] = seen.get(c, 0)
-        seen[c] = rank[i].item() + 1
-    keys = rank * (len(labels) + 1) + torch.argsort(order)  # by turn, then shuffled position
-    return torch.sort(torch.argsort(keys)[:n]).values
-
-
-def fmt_seconds(s: float | None) -> str:
-    """Seconds as ``"0.5 s"``, ``"42 s"``, ``"3.5 min"`` or ``"1.3 h"`` (Table 1's epoch-length column)."""
-    if s is None or not math.isfinite(s):
-        return "-"
-    if s < 10:
-        return f"{s:.1f} s"
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from nmusic.frontend import SpecParams
-from nmusic.data.cache import AudioCache, split_by_file
+from nmusic.data.cache import AudioCache
+from nmusic.data.clips import VAL_FRACTION, split_by_file
 from nmusic.errors import ConfigError
-from nmusic.evaluation.evaluate import (VAL_FRACTION, EvaluationData, find_cache, find_runs, table1_markdown, tile_chunks,
-                             training_speed)
+from nmusic.evaluation.data import EvaluationData
+from nmusic.evaluation.evaluate import training_speed
+from nmusic.evaluation.report import table1_markdown
+from nmusic.frontend import SpecParams
+from nmusic.training.runs import find_cache, find_runs
 
 
 def nmusic(*args):
@@ -40,7 +43,7 @@ def test_evaluate_writes_table1_and_metrics(evaluated):
     genres = report["genre_list"]
     assert run["name"] == "cmelgan-tiny" and run["model"] == "cmelgan" and run["n_generated"] == 3 * len(genres)
     assert run["checkpoint"] == report["checkpoint"], "the demo's samples and the evaluation use one checkpoint"
-    from nmusic.training.trainer import load_run
+    from nmusic.training.runs import load_run
     recipe, _ = load_run(report["run_dir"])
     trained = sum(p.numel() for n in ("generator", "discriminator") for p in recipe.modules[n].parameters())
     assert run["params"] == trained, "the EMA copy of the generator is not counted"
@@ -85,7 +88,7 @@ def test_evaluate_writes_table1_and_metrics(evaluated):
 
 def test_mos_column_from_a_listening_test(evaluated, tmp_path):
     from nmusic.evaluation import listening_test as mos
-    from nmusic.evaluation.evaluate import render_markdown
+    from nmusic.evaluation.report import render_markdown
 
     demo, report, out, _ = evaluated
     m = json.loads((out / "metrics.json").read_text())
@@ -147,12 +150,7 @@ def test_judges_are_trained_once_per_setting_then_reused(quick_demo, tmp_path):
     assert other_spec.fingerprint != data.fingerprint and other_spec.name.startswith("spec-")
 
 
-def test_tile_chunks_and_training_speed():
-    cache = AudioCache.from_waves([torch.zeros(1000), torch.zeros(250), torch.zeros(90)], [0, 0, 1], ["a", "b"],
-                                  ["a/1.wav", "a/2.wav", "b/1.wav"], 8000)
-    chunks = tile_chunks(cache, [0, 1, 2], 100, per_file_max=4)
-    assert chunks == [(0, 75), (0, 325), (0, 575), (0, 825), (1, 12), (1, 138), (2, 0)]
-    assert len(tile_chunks(cache, [0, 1, 2], 100, max_clips=3)) == 3
+def test_training_speed():
     spec = SpecParams()
     s = training_speed({"step": 10, "elapsed_s": 2.0, "batch_size": 4, "clip_frames": 33, "world_size": 2}, spec)
     assert s["train_khz"] == pytest.approx(10 * 4 * 2 * 32 * 256 / 2.0 / 1000)

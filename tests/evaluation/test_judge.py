@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from nmusic.evaluation import fakes as FK
-from nmusic.frontend import MelFrontEnd, SpecParams
-from nmusic.data.cache import fixed_clips, split_by_file
+from nmusic.data.clips import fixed_clips, split_by_file
 from nmusic.errors import CheckpointError
+from nmusic.evaluation import fakes as FK
 from nmusic.evaluation.feature_judge import FeatureJudge, MusicFeatures, fit_feature_judge
 from nmusic.evaluation.judge import Judge, JudgeFrontEnd, JudgeSpec, train_judge
+from nmusic.frontend import MelFrontEnd, SpecParams
 
 SR = 16000
 
@@ -15,11 +15,10 @@ SR = 16000
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory, one_thread):
     """A small embedded dataset (6 files of 10 s per genre) through the user's path, split by file."""
-    from nmusic.interfaces.demo import DemoBudget, prepare_embedded
-
+    from nmusic.data.embedded import prepare_embedded
     out = tmp_path_factory.mktemp("judge-data")
-    cache = prepare_embedded(out, DemoBudget(6, 10.0, 1, 1, 1, 1), SpecParams(), progress=False)[0]
-    train, val = split_by_file(cache, 0.25, seed=0)
+    cache = prepare_embedded(out, 6, 10.0, SpecParams().sample_rate, progress=False)[0]
+    train, val = split_by_file(cache, seed=0)
     return cache, train, val
 
 

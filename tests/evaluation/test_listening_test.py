@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from nmusic.evaluation import listening_test as mos
 from nmusic.errors import ConfigError
+from nmusic.evaluation import listening_test as mos
 
 SOURCES = ("real", "griffin-lim", "cmelgan-tiny")
 GENRES = ("classical", "edm")

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from nmusic.evaluation import metrics as M
 from nmusic.errors import ConfigError
+from nmusic.evaluation import metrics as M
 
 
 def gaussian(n, d, seed):
@@ -76,19 +76,3 @@ def test_cosine_nearest_and_originality_flags_copies():
     assert o["expected_rate"] == 0.05 and 0.2 <= o["flag_rate"] < 0.45
     with pytest.raises(ConfigError, match="percentile"):
         M.originality(gen, train, heldout, percentile=0)
-
-
-def test_balanced_subset():
-    labels = torch.tensor([0] * 10 + [1] * 2 + [2] * 5)
-    idx = M.balanced_subset(labels, 6, seed=0)
-    assert torch.bincount(labels[idx], minlength=3).tolist() == [2, 2, 2]
-    idx = M.balanced_subset(labels, 11, seed=0)
-    assert torch.bincount(labels[idx], minlength=3).tolist() == [5, 2, 4]
-    assert idx.tolist() == sorted(set(idx.tolist()))
-    assert M.balanced_subset(labels, 6, seed=0).tolist() == M.balanced_subset(labels, 6, seed=0).tolist()
-    assert len(M.balanced_subset(labels, 100)) == len(labels)
-
-
-def test_fmt_seconds():
-    assert M.fmt_seconds(0.46) == "0.5 s" and M.fmt_seconds(42) == "42 s" and M.fmt_seconds(600) == "10.0 min" and M.fmt_seconds(3000) == "50.0 min"
-    assert M.fmt_seconds(1.3 * 3600) == "1.3 h" and M.fmt_seconds(None) == "-"
