@@ -122,7 +122,7 @@ def cuda_tests(report: Report) -> dict:
 
 
 def _cache(tmp: Path, sample_rate: int, seconds: float) -> Path:
-    from nmusic.bench.run import synthetic_cache
+    from nmusic.data.embedded import synthetic_cache
     path = tmp / f"cache-{sample_rate}.pt"
     if not path.exists():
         cache = synthetic_cache(sample_rate, seconds, files_per_genre=2)
@@ -138,10 +138,10 @@ def _config(model: str, preset: str, dry: bool):
 
 def train(report: Report, cfg: dict, tmp: Path) -> dict:
     """Each model's preset in each precision: ``steps`` steps (or the time cap), losses checked."""
+    from nmusic.device import resolve_amp
     from nmusic.frontend import spec_preset
-    from nmusic.training.runs import train_model
-    from nmusic.training.trainer import resolve_amp
     from nmusic.models import registry
+    from nmusic.training.runs import train_model
     rows = []
     for model, preset in cfg["models"].items():
         mcfg = _config(model, preset, report.dry)
@@ -234,7 +234,7 @@ def resume(report: Report, cfg: dict, tmp: Path) -> dict:
 
 def sampling(report: Report, cfg: dict) -> dict:
     """Cached MelNet sampling, seconds of audio per second, on this device and on the CPU."""
-    from nmusic.bench.run import bench_sample_melnet
+    from nmusic.bench.sampling_speed import bench_sample_melnet
     preset = cfg["models"]["melnet"]
     rows = {}
     for dev in dict.fromkeys([report.device, torch.device("cpu")]):
@@ -247,8 +247,8 @@ def sampling(report: Report, cfg: dict) -> dict:
 
 def inversion(report: Report, cfg: dict) -> dict:
     """Griffin-Lim round trip of real-like audio on this device and on the CPU."""
+    from nmusic.data.embedded import synthetic_cache
     from nmusic.frontend import MelFrontEnd, griffin_lim_upper_bound, spec_preset
-    from nmusic.bench.run import synthetic_cache
     spec = spec_preset("melnet-paper")
     cache = synthetic_cache(spec.sample_rate, 4.0)
     wave = torch.stack([cache.file(i)[: spec.sample_rate * 3] for i in range(cfg["gl_batch"])]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nmusic.bench import run as bench
+from nmusic.bench import format_table, measure, run_bench, sampling_speed
 from nmusic.interfaces.cli import main
 
 
@@ -64,7 +64,7 @@ def test_data_rows(quick):
 
 
 def test_table_prints_every_row(quick):
-    table = bench.format_table(quick)
+    table = format_table(quick)
     assert table.count("melnet   tiny") == 4 and table.count("cmelgan  tiny") == 2   # train + sample rows
     assert table.count("melnet tiny") == table.count("cmelgan tiny") == 1               # loader rows
     assert "hours of audio per minute" in table
@@ -78,9 +78,9 @@ def test_sampling_flops_match_counted_sampler_runs():
     genre, T = torch.tensor([0, 2]), 9
     tiers = [Tier(f, 8, layers, 3, n_mixtures=3, conditional=g > 0, genre_cond=g == 0, cond_dim=4).eval()
              for g, ((_, f), layers) in enumerate(zip(tier_shapes(T, 12, 3), [2, 1, 1]))]
-    expected = bench.melnet_sampling_flops(tiers, genre, T, 12)
+    expected = sampling_speed.melnet_sampling_flops(tiers, genre, T, 12)
     for method in ("cached", "frame"):
-        counter = FlopCounterMode(display=False, custom_mapping=bench.RNN_FLOPS)
+        counter = FlopCounterMode(display=False, custom_mapping=measure.RNN_FLOPS)
         with counter:
             sample(tiers, genre, T, 12, naive=method if method != "cached" else False,
                    generator=torch.Generator().manual_seed(0))
@@ -102,7 +102,7 @@ def test_rnn_flops_are_counted_forward_and_backward(bidirectional):
     N, T, D, H = 3, 5, 4, 6
     rnn = torch.nn.LSTM(D, H, batch_first=True, bidirectional=bidirectional)
     x = torch.randn(N, T, D, requires_grad=True)
-    counter = FlopCounterMode(display=False, custom_mapping=bench.RNN_FLOPS)
+    counter = FlopCounterMode(display=False, custom_mapping=measure.RNN_FLOPS)
     with counter:
         rnn(x)[0].sum().backward()
     dirs = 2 if bidirectional else 1
@@ -119,14 +119,14 @@ def test_peak_table_knows_the_issue_devices():
     names = {"NVIDIA H100 80GB HBM3": 989, "NVIDIA H200": 989, "NVIDIA A100-SXM4-40GB": 312, "Tesla T4": None,
              "Tesla P100-PCIE-16GB": None}
     for name, bf16 in names.items():
-        peaks = next(p for pattern, p in bench.PEAK_TFLOPS if re.search(pattern, name))
+        peaks = next(p for pattern, p in measure.PEAK_TFLOPS if re.search(pattern, name))
         assert peaks.get("bf16") == bf16
-    assert bench.peak_tflops(torch.device("cpu"), "bf16") is None
+    assert measure.peak_tflops(torch.device("cpu"), "bf16") is None
 
 
 def test_bad_arguments_are_config_errors():
     from nmusic.errors import ConfigError
     with pytest.raises(ConfigError, match="preset"):
-        bench.run_bench(out=None, quick=True, presets=["huge"], print_table=False)
+        run_bench(out=None, quick=True, presets=["huge"], print_table=False)
     with pytest.raises(ConfigError, match="fp16"):
-        bench.run_bench(out=None, quick=True, amp="fp16", device="cpu", print_table=False)
+        run_bench(out=None, quick=True, amp="fp16", device="cpu", print_table=False)
