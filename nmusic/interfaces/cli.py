@@ -1,4 +1,4 @@
-"""The ``nmusic`` command: one subcommand per step of the workflow (``python -m nmusic`` works too).
+"""The nmusic command: one subcommand per step of the workflow (python -m nmusic works too).
 
     nmusic synth     DIR                     write the embedded genre dataset (no download)
     nmusic fetch     SOURCE --dest DIR       Drive id/URL, archive or folder -> local data folder
@@ -41,7 +41,8 @@ def cmd_fetch(a):
 
 def cmd_manifest(a):
     from ..data.manifest import build_manifest
-    m = build_manifest(a.data_dir, clip_seconds=a.clip_seconds, workers=a.workers)
+    clip = {} if a.clip_seconds is None else {"clip_seconds": a.clip_seconds}
+    m = build_manifest(a.data_dir, workers=a.workers, **clip)
     m.save(a.out)
     print(m.summary())
     print(f"manifest: {a.out}")
@@ -50,9 +51,9 @@ def cmd_manifest(a):
 def cmd_prepare(a):
     import time
 
-    from ..frontend import spec_preset
     from ..data.cache import AudioCache, prepare
     from ..data.manifest import Manifest
+    from ..frontend import spec_preset
     sr = a.sample_rate or spec_preset(a.spec).sample_rate
     m = Manifest.load(a.manifest)
     cache = prepare(m, sr, a.out, workers=a.workers)
@@ -176,7 +177,7 @@ def cmd_evaluate(a):
 
 
 def cmd_bench(a):
-    from ..bench.run import run_bench
+    from ..bench import run_bench
     run_bench(out=a.out, quick=a.quick, device=a.device, models=a.models, presets=a.presets, amp=a.amp,
               compile=a.compile, steps=a.steps, sample_seconds=a.sample_seconds, sections=a.sections,
               threads=a.threads, naive=a.naive, sample_batch=a.sample_batch)
@@ -202,12 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("manifest", help="list audio files per genre (top-level folder) into a CSV + skipped report")
     s.add_argument("data_dir", help="folder holding one sub-folder per genre")
     s.add_argument("--out", default="data/manifest.csv")
-    s.add_argument("--clip-seconds", type=float, default=2.0, help="files shorter than this are skipped")
+    s.add_argument("--clip-seconds", type=float, default=None,
+                   help="files shorter than this many seconds are skipped (default: one clip of the tiny presets, 2 s)")
     s.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
     s.set_defaults(fn=cmd_manifest)
 
     s = sub.add_parser("prepare", help="decode + resample all files into one RAM-resident cache file")
-    s.add_argument("manifest", help="CSV written by `nmusic manifest`")
+    s.add_argument("manifest", help="CSV written by nmusic manifest")
     s.add_argument("--out", default="data/cache.pt")
     s.add_argument("--spec", default="default", help="spectrogram preset whose sample rate to use")
     s.add_argument("--sample-rate", type=int, default=None, help="override the sample rate")
@@ -218,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     s.add_argument("-h", "--help", action=_TrainHelp, help="show this help (models, presets, settings) and exit")
     s.add_argument("model", help="cmelgan or melnet (presets: see below)")
-    s.add_argument("--cache", required=True, help="cache file from `nmusic prepare`")
+    s.add_argument("--cache", required=True, help="cache file from nmusic prepare")
     s.add_argument("--run", required=True, help="run folder (checkpoints, logs, samples); may be on mounted Drive")
     s.add_argument("--preset", default="tiny", help="tiny, paper-small, paper-large, ...")
     s.add_argument("--config", default=None, help="small .json/.yaml file of config overrides")
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--presets", nargs="*", default=None,
                    help="default: paper-small paper-large (tiny with --quick)")
     s.add_argument("--amp", nargs="+", default=["auto"], choices=["auto", "none", "bf16", "fp16"],
-                   help="training precision(s) to measure; auto: what `nmusic train` picks for each model")
+                   help="training precision(s) to measure; auto: what nmusic train picks for each model")
     s.add_argument("--compile", action="store_true", help="torch.compile the trained modules")
     s.add_argument("--steps", type=int, default=None, help="timed training steps per preset (median reported)")
     s.add_argument("--sample-seconds", type=float, default=None, help="audio length to sample (default 5)")

@@ -11,15 +11,23 @@ mixed formats and rates). Nothing is downloaded.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..frontend import MelFrontEnd
+from ..config import to_dict
+from ..data.embedded import prepare_embedded
+from ..device import resolve_device
 from ..errors import NmusicError
+from ..evaluation.evaluate import evaluate_runs
+from ..evaluation.report import demo_markdown
+from ..frontend import MelFrontEnd, spec_preset
+from ..generate import sample_per_genre, write_clips
+from ..models import registry
+from ..training.runs import load_run, train_model
+from ..utils.files import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -39,32 +47,8 @@ QUICK = DemoBudget(files_per_genre=3, seconds_per_file=6.0, train_seconds=8.0, j
                    n_per_genre=1, eval_per_genre=2)
 
 
-def prepare_embedded(out: Path, budget: DemoBudget, spec, seed: int = 0, progress: bool = True):
-    """Embedded dataset -> fetch -> manifest -> prepare. Returns ``(cache, manifest, cache_path)``."""
-    from ..data.cache import prepare
-    from ..data.fetch import fetch
-    from ..data.manifest import build_manifest
-    from ..data.synth import write_dataset
-
-    raw = write_dataset(out / "data" / "embedded", files_per_genre=budget.files_per_genre,
-                        seconds=budget.seconds_per_file, seed=seed, progress=progress)
-    root = fetch(str(raw), out / "data" / "raw", progress=progress)
-    manifest = build_manifest(root, clip_seconds=2.0, progress=progress)
-    manifest.save(out / "data" / "manifest.csv")
-    cache_path = out / "data" / "cache.pt"
-    cache = prepare(manifest, spec.sample_rate, cache_path, progress=progress)
-    return cache, manifest, cache_path
-
-
 def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float | None = None, seed: int = 0,
              progress: bool = True, device: str = "auto") -> dict:
-    from ..frontend import spec_preset
-    from ..evaluation.evaluate import evaluate_runs
-    from ..generate import sample_mels, write_clips
-    from ..models import registry
-    from ..training.runs import train_model
-    from ..training.trainer import load_run, resolve_device
-
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +62,8 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     torch.manual_seed(seed)
     dev = resolve_device(device)
 
-    cache, manifest, cache_path = prepare_embedded(out, budget, spec, seed, progress)
+    cache, manifest, cache_path = prepare_embedded(out, budget.files_per_genre, budget.seconds_per_file,
+                                                   spec.sample_rate, seed, progress)
     run_dir = out / "runs" / f"{model}-tiny"
     summary = train_model(model, "tiny", cfg, cache_path=cache_path, run_dir=run_dir, steps=None,
                           time_budget_s=train_seconds, resume=True, device=str(dev), seed=seed, progress=progress)
@@ -91,10 +76,11 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     recipe, ckpt = load_run(run_dir, device=dev)
     fe = MelFrontEnd(spec).to(dev)
     genres_report = {}
+    mels, labels = sample_per_genre(recipe, budget.n_per_genre, seed)
     for gid, genre in enumerate(cache.genres):
-        mels = sample_mels(recipe, [gid] * budget.n_per_genre, seed=seed + 1000 * gid)
         names = [f"{genre}_{i}" for i in range(budget.n_per_genre)]
-        files = write_clips(mels, fe, out / "samples", names, [f"{model} tiny · asked for {genre}"] * budget.n_per_genre)
+        files = write_clips(mels[labels == gid], fe, out / "samples", names,
+                            [f"{model} tiny · asked for {genre}"] * budget.n_per_genre)
         genres_report[genre] = {"files": files, "judge_accuracy": run["accuracy_generated"]["per_genre"][genre],
                                 "feature_judge_accuracy": run["accuracy_generated_features"]["per_genre"][genre]}
     rows = ref["rows"]
@@ -102,7 +88,7 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
         "model": model, "preset": "tiny", "params": summary["params"],
         "train_seconds": summary["train_seconds"], "train_khz": summary["train_khz"],
         "steps": summary["steps"], "device": summary["device"], "checkpoint": run["checkpoint"],
-        "genres": genres_report, "genre_list": cache.genres, "spec": spec.to_dict(), "run_dir": str(run_dir),
+        "genres": genres_report, "genre_list": cache.genres, "spec": to_dict(spec), "run_dir": str(run_dir),
         "dataset_hours": manifest.hours_per_genre(),
         "judges": {
             "valid": {kind: v["valid"] for kind, v in ref["verdict"].items()},
@@ -122,38 +108,6 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
         "quick": quick, "total_seconds": None,
     }
     report["total_seconds"] = time.perf_counter() - t_start
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render_report(report, out, metrics))
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", demo_markdown(report, out, metrics))
     return report
-
-
-def render_report(r: dict, out: Path, metrics: dict) -> str:
-    """The demo's report: what was trained, the honest headline, samples, then the full evaluation."""
-    from ..evaluation.evaluate import _num, render_markdown
-
-    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
-    g, j = r["generated"], r["judges"]
-    validity = ", ".join(f"{'network' if k == 'judge' else 'feature'} judge {'valid' if v else 'INVALID'}"
-                         for k, v in j["valid"].items())
-    fakes = ", ".join(f"{name} {row['judge']:.0%}" for name, row in j["rows"].items() if name not in ("real",
-                                                                                                    "real-inverted"))
-    lines = [
-        f"# nmusic demo: {r['model']} `{r['preset']}`", "",
-        f"- parameters: {r['params']:,}", f"- training: {r['steps']} steps in {r['train_seconds']:.0f} s on "
-        f"{r['device']} ({r['train_khz']:.1f} kHz of audio per second); samples from `{Path(r['checkpoint']).name}`",
-        f"- **{g['judge_accuracy']:.1%}** of {g['clips_per_genre']} generated clips per genre (inverted to audio with "
-        f"Griffin-Lim) are assigned the genre asked for by the network judge (ceiling: {g['ceiling']:.1%} of real "
-        f"held-out clips after the same inversion); the feature judge says {g['feature_judge_accuracy']:.1%} "
-        f"(ceiling {g['ceiling_features']:.1%}); they agree on {g['judges_agree']:.0%}",
-        f"- judges held to account ({validity}): trivial fakes score {fakes} with the network judge "
-        f"(chance {j['chance']:.0%})",
-        f"- Fréchet distance {_num(g['fd'])} (floor {_num(g['fd_floor'])}), kernel distance {_num(g['kd'], '.4f')} "
-        f"(floor {_num(g['kd_floor'], '.4f')}); {g['copies_flagged']} clips flagged as near-copies",
-        f"- total time: {r['total_seconds']:.0f} s", "",
-        "| genre asked for | network judge agrees | feature judge agrees | samples |", "| --- | --- | --- | --- |",
-    ]
-    for genre, s in r["genres"].items():
-        links = " ".join(f"[wav]({rel(f['wav'])}) ![]({rel(f['png'])})" for f in s["files"])
-        lines.append(f"| {genre} | {s['judge_accuracy']:.0%} | {s['feature_judge_accuracy']:.0%} | {links} |")
-    evaluation = render_markdown(metrics).replace("](", "](eval/").replace("# nmusic evaluation", "# Evaluation", 1)
-    return "\n".join(lines) + "\n\n" + evaluation.replace("\n#", "\n##")

@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, NmusicError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COLAB_DRIVE = Path("/content/drive")
@@ -35,7 +35,7 @@ class Profile:
     name: str
     synth_files_per_genre: int  # embedded dataset size
     synth_seconds: float
-    clip_seconds: float  # manifest: shorter files are skipped
+    clip_seconds: float  # manifest: shorter files are skipped (nmusic.data.manifest.CLIP_SECONDS)
     judge_steps: int  # training steps of the genre judge (nmusic.evaluation.judge)
     train_seconds: float  # time budget per training run in the notebooks
     n_generate: int  # clips generated per genre
@@ -118,14 +118,10 @@ def scratch_dir(work: Path) -> Path:
     return Path(work)
 
 
-def with_overrides(prof: Profile, **kw) -> Profile:
-    return replace(prof, **kw)
-
-
 def audio_player(wave, sample_rate: int):
     """An IPython audio widget for a ``(T,)`` waveform (normalised only if it would clip)."""
-    from IPython.display import Audio
     import torch
+    from IPython.display import Audio
 
     wave = torch.as_tensor(wave).detach().float().cpu().reshape(-1)
     return Audio(wave.numpy(), rate=sample_rate, normalize=bool(wave.abs().max() > 1))
@@ -138,20 +134,19 @@ def pick_per_genre(labels, n_genres: int, k: int) -> list[int]:
 
 
 def _cache_info(path: Path) -> dict | None:
-    """Sample rate, genres, files and hours of the audio cache at ``path``, without reading its audio
-    (memory-mapped); ``None`` when it is missing or unreadable (``AudioCache.load`` says why on use)."""
-    import torch
+    """Sample rate, genres, files and hours of the audio cache at ``path`` (memory-mapped: nothing of its
+    audio is read); ``None`` when it is missing or unusable (``AudioCache.load`` says why on use)."""
+    from ..data.cache import AudioCache
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        sr = int(state["sample_rate"])
-        return {"sample_rate": sr, "genres": list(state["genres"]), "files": len(state["paths"]),
-                "hours": float(state["offsets"][-1]) / sr / 3600}
-    except Exception:  # noqa: BLE001
+        cache = AudioCache.load(path)
+    except NmusicError:
         return None
+    return {"sample_rate": cache.sample_rate, "genres": list(cache.genres), "files": len(cache),
+            "hours": float(cache.offsets[-1]) / cache.sample_rate / 3600}
 
 
 def _cache_sample_rate(path: Path) -> int | None:
-    info = _cache_info(path) if Path(path).is_file() else None
+    info = _cache_info(path)
     return info["sample_rate"] if info else None
 
 
@@ -191,13 +186,10 @@ def ensure_cache(work: Path, prof: Profile, sample_rate: int) -> Path:
         raise ConfigError(f"{cache} holds {_cache_sample_rate(cache)} Hz audio but the model needs {sample_rate} Hz, "
                           f"and there is no {manifest_path} to prepare it again from: run notebook 01 with "
                           f"SPEC_PRESET set for this model, or pick a preset at {_cache_sample_rate(cache)} Hz")
-    from ..frontend import SpecParams
-    from .demo import DemoBudget, prepare_embedded
+    from ..data.embedded import prepare_embedded
 
-    budget = DemoBudget(prof.synth_files_per_genre, prof.synth_seconds, prof.train_seconds, prof.judge_steps,
-                        prof.n_generate, prof.n_generate)
-    spec = SpecParams(sample_rate=sample_rate)
-    path = prepare_embedded(scratch_dir(work) / f"embedded-{sample_rate}", budget, spec)[2]
+    path = prepare_embedded(scratch_dir(work) / f"embedded-{sample_rate}", prof.synth_files_per_genre,
+                            prof.synth_seconds, sample_rate)[2]
     return _announce(path, f"the embedded procedural dataset: notebook 01 was not run with {work} as its work "
                            f"folder (run it to train on your music)")
 
@@ -213,10 +205,11 @@ def _announce(path: Path, what: str) -> Path:
 
 
 class LivePlot:
-    """Trainer callback that redraws the training-loss curves in the notebook's output cell."""
+    """Trainer callback that redraws the losses in the notebook's output cell: the same panels as the
+    run's ``loss.png`` (:func:`nmusic.plots.loss_curves`), every ``every`` log entries."""
 
-    def __init__(self, every: int = 1, keys: list[str] | None = None):
-        self.every, self.keys, self.history, self._handle = every, keys, [], None
+    def __init__(self, every: int = 1):
+        self.every, self.history, self._handle = every, [], None
 
     def on_log(self, step: int, metrics: dict) -> None:
         self.history.append(dict(metrics))
@@ -228,8 +221,7 @@ class LivePlot:
         from IPython.display import display
 
         from .. import plots
-        train = [h for h in self.history if h.get("split", "train") == "train"]
-        fig = plots.loss_curves(train, keys=self.keys)
+        fig = plots.loss_curves(self.history)
         if self._handle is None:
             self._handle = display(fig, display_id=True)
         else:

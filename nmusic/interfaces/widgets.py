@@ -26,9 +26,13 @@ import soundfile as sf
 import torch
 
 from .. import plots
-from ..frontend import MelFrontEnd, SpecParams
+from ..data.clips import VAL_FRACTION, read_chunks, split_by_file
+from ..device import resolve_device
 from ..errors import ConfigError, NmusicError
 from ..evaluation.listening_test import SCALE, BlindTest, load_ratings, rated_items, save_rating, summarise
+from ..frontend import MelFrontEnd, SpecParams, spec_name
+from ..generate import genre_id, sample_mels
+from ..training.runs import load_run, run_label
 
 
 def wav_bytes(wave, sample_rate: int) -> bytes:
@@ -62,10 +66,6 @@ class GeneratePanel:
     """
 
     def __init__(self, run_dirs, cache, real_files=None, device: str = "auto"):
-        from ..data.cache import split_by_file
-        from ..evaluation.evaluate import VAL_FRACTION, run_label
-        from ..training.trainer import resolve_device
-
         self.runs = {run_label(r): Path(r) for r in run_dirs}
         if not self.runs:
             raise ConfigError("GeneratePanel: give at least one run directory")
@@ -96,8 +96,6 @@ class GeneratePanel:
 
     def load(self, name: str) -> tuple:
         """``(recipe, ckpt)`` of run ``name``, loaded once."""
-        from ..training.trainer import load_run
-
         if name not in self._recipes:
             recipe, ckpt = load_run(self.runs[name], device=self.device)
             if recipe.spec.sample_rate != self.cache.sample_rate:
@@ -111,8 +109,6 @@ class GeneratePanel:
 
     def real_clip(self, genre_id: int, seed: int, n_samples: int) -> torch.Tensor:
         """A ``(n_samples,)`` chunk of a real file of ``genre_id`` (held-out when there is one), chosen by ``seed``."""
-        from ..data.cache import ChunkDataset
-
         ids = self.cache.genre_ids
         files = [f for f in self.real_files if int(ids[f]) == genre_id] or \
             (ids == genre_id).nonzero().flatten().tolist()
@@ -120,14 +116,11 @@ class GeneratePanel:
         f = files[int(torch.randint(len(files), (1,), generator=g))]
         room = max(int(self.cache.lengths[f]) - n_samples, 0)
         offset = int(torch.randint(room + 1, (1,), generator=g))
-        return ChunkDataset(self.cache, n_samples).__getitems__([(f, offset)])[0][0]
+        return read_chunks(self.cache, [(f, offset)], n_samples)[0][0]
 
     def compare(self, genre: str, seed: int = 0, temperature: float = 1.0, runs=None) -> dict[str, dict]:
         """``{title: {"source", "mel" (n_mels, frames), "wave" (T,), "sample_rate"}}``: one clip of ``genre``
         from each run in ``runs`` (default: all), then a real clip and its Griffin-Lim reconstruction."""
-        from ..evaluation.evaluate import spec_name
-        from ..generate import genre_id, sample_mels
-
         gid = genre_id(list(self.cache.genres), genre)
         results: dict[str, dict] = {}
         specs: dict[SpecParams, int] = {}
@@ -195,7 +188,8 @@ def summary_html(summary: list[dict], by: str = "source") -> str:
 
 
 class BlindTestPanel:
-    """Rate the clips of a :class:`~nmusic.evaluation.listening_test.BlindTest` one by one; ratings go to ``csv_path`` at once.
+    """Rate the clips of a :class:`~nmusic.evaluation.listening_test.BlindTest` one by one; ratings go to
+    ``csv_path`` at once.
 
     Set ``rating.value`` (1-5) and click ``button`` (or call :meth:`submit`). The listener's name
     (``rater``) keys the resume: clips this listener already rated in this test are skipped.

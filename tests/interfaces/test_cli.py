@@ -127,3 +127,14 @@ def test_the_same_seed_trains_the_same_run_also_when_killed_and_resumed(prepared
     assert resumed.returncode == 0, out
     assert "resumed from ckpt-" in (b / "train.log").read_text()
     assert len(losses(a)) == 24 and losses(a) == losses(b)
+
+
+def test_help_texts_are_plain_text():
+    """--help is read in a terminal: no reST or markdown markup in it."""
+    from nmusic.interfaces.cli import build_parser
+
+    parser = build_parser()
+    texts = [parser.format_help()]
+    for action in parser._subparsers._group_actions:
+        texts += [sub.format_help() for sub in action.choices.values()]
+    assert len(texts) > 9 and not [t for t in texts if "`" in t]

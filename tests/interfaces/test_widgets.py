@@ -7,8 +7,8 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
-from nmusic.evaluation import listening_test as mos  # noqa: E402
 from nmusic.data.cache import AudioCache  # noqa: E402
+from nmusic.evaluation import listening_test as mos  # noqa: E402
 from nmusic.interfaces.widgets import BlindTestPanel, GeneratePanel, listening_clips  # noqa: E402
 
 
