@@ -75,10 +75,10 @@ PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 # %%
 from dataclasses import replace  # noqa: E402
 
-from nmusic.frontend import spec_preset  # noqa: E402
 from nmusic.config import resolve  # noqa: E402
+from nmusic.device import resolve_device  # noqa: E402
+from nmusic.frontend import spec_preset  # noqa: E402
 from nmusic.models.melnet import PRESETS  # noqa: E402
-from nmusic.training.trainer import resolve_device  # noqa: E402
 
 PRESET = "tiny"
 OVERRIDES = {}
@@ -129,14 +129,15 @@ assert more["steps"] > summary["steps"]
 # %%
 import torch  # noqa: E402
 
+from nmusic.data.cache import AudioCache  # noqa: E402
+from nmusic.data.clips import fixed_clips, split_by_file  # noqa: E402
 from nmusic.frontend import MelFrontEnd  # noqa: E402
-from nmusic.data.cache import AudioCache, fixed_clips, split_by_file  # noqa: E402
 from nmusic.models.melnet import gaussian_baseline_nll  # noqa: E402
-from nmusic.training.trainer import load_run  # noqa: E402
+from nmusic.training.runs import load_run  # noqa: E402
 
 recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
 cache = AudioCache.load(CACHE)
-train_files, val_files = split_by_file(cache, val_fraction=0.25, seed=0)
+train_files, val_files = split_by_file(cache, seed=0)
 front_end = MelFrontEnd(SPEC)
 clip = SPEC.samples(cfg.clip_frames)
 train_mel = front_end(fixed_clips(cache, train_files, clip, seed=0)[0])

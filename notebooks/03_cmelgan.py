@@ -72,10 +72,10 @@ PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 # fp16 with a grad scaler).
 
 # %%
-from nmusic.frontend import spec_preset  # noqa: E402
 from nmusic.config import resolve  # noqa: E402
+from nmusic.device import resolve_device  # noqa: E402
+from nmusic.frontend import spec_preset  # noqa: E402
 from nmusic.models.cmelgan import PRESETS  # noqa: E402
-from nmusic.training.trainer import resolve_device  # noqa: E402
 
 PRESET = "tiny"
 OVERRIDES = {}
@@ -128,7 +128,7 @@ from nmusic import plots  # noqa: E402
 from nmusic.frontend import MelFrontEnd  # noqa: E402
 from nmusic.generate import sample_mels  # noqa: E402
 from nmusic.interfaces.notebook import audio_player  # noqa: E402
-from nmusic.training.trainer import load_run  # noqa: E402
+from nmusic.training.runs import load_run  # noqa: E402
 
 recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
 ids = [g for g in range(len(recipe.genres)) for _ in range(PROFILE.n_generate)]
@@ -153,7 +153,9 @@ for g, w in zip(ids, waves):
 # %%
 from IPython.display import Markdown  # noqa: E402
 
-from nmusic.evaluation.evaluate import evaluate_runs, validity_markdown  # noqa: E402
+from nmusic.evaluation.evaluate import evaluate_runs  # noqa: E402
+
+from nmusic.evaluation.report import validity_markdown  # noqa: E402
 
 metrics = evaluate_runs([RUN_DIR], WORK / "eval-cmelgan", cache_path=CACHE, device=DEVICE,
                         n_per_genre=4 * PROFILE.n_generate,

@@ -86,8 +86,8 @@ CACHE = None   # e.g. "/content/drive/MyDrive/nmusic/cache.pt"
 from pathlib import Path  # noqa: E402
 
 from nmusic.errors import ConfigError, NmusicError  # noqa: E402
-from nmusic.evaluation.evaluate import find_cache, find_runs  # noqa: E402
 from nmusic.interfaces.notebook import ensure_cache  # noqa: E402
+from nmusic.training.runs import find_cache, find_runs  # noqa: E402
 
 RUN_DIRS = [Path(r) for r in RUN_DIRS] or find_runs(WORK / "runs")
 if not RUN_DIRS and PROFILE.name == "test":
@@ -103,7 +103,9 @@ if not RUN_DIRS and PROFILE.name == "test":
 if not RUN_DIRS:
     raise NmusicError(f"no trained runs under {WORK / 'runs'}: train one (notebook 03, `nmusic train`) or set RUN_DIRS")
 
-from nmusic.training.trainer import load_run, resolve_device  # noqa: E402
+from nmusic.device import resolve_device  # noqa: E402
+
+from nmusic.training.runs import load_run  # noqa: E402
 
 DEVICE = resolve_device("auto")  # the GPU when there is one
 SAMPLE_RATE = load_run(RUN_DIRS[0], device=DEVICE)[0].spec.sample_rate
@@ -192,7 +194,8 @@ if mos:
 # that gives a fake its genre above chance + 10 points is reported invalid.
 
 # %%
-from nmusic.evaluation.evaluate import evaluate_runs, table1_markdown, validity_markdown  # noqa: E402
+from nmusic.evaluation.evaluate import evaluate_runs  # noqa: E402
+from nmusic.evaluation.report import table1_markdown, validity_markdown  # noqa: E402
 
 metrics = evaluate_runs(RUN_DIRS, WORK / "eval", cache_path=CACHE, device=DEVICE,
                         n_per_genre=4 * PROFILE.n_generate, judge_steps=PROFILE.judge_steps,
