@@ -122,7 +122,7 @@ def cuda_tests(report: Report) -> dict:
 
 
 def _cache(tmp: Path, sample_rate: int, seconds: float) -> Path:
-    from nmusic.bench import synthetic_cache
+    from nmusic.data.embedded import synthetic_cache
     path = tmp / f"cache-{sample_rate}.pt"
     if not path.exists():
         cache = synthetic_cache(sample_rate, seconds, files_per_genre=2)
@@ -138,10 +138,10 @@ def _config(model: str, preset: str, dry: bool):
 
 def train(report: Report, cfg: dict, tmp: Path) -> dict:
     """Each model's preset in each precision: ``steps`` steps (or the time cap), losses checked."""
-    from nmusic.audio import spec_preset
-    from nmusic.train_run import train_model
-    from nmusic.trainer import resolve_amp
+    from nmusic.device import resolve_amp
+    from nmusic.frontend import spec_preset
     from nmusic.models import registry
+    from nmusic.training.runs import train_model
     rows = []
     for model, preset in cfg["models"].items():
         mcfg = _config(model, preset, report.dry)
@@ -234,7 +234,7 @@ def resume(report: Report, cfg: dict, tmp: Path) -> dict:
 
 def sampling(report: Report, cfg: dict) -> dict:
     """Cached MelNet sampling, seconds of audio per second, on this device and on the CPU."""
-    from nmusic.bench import bench_sample_melnet
+    from nmusic.bench.sampling_speed import bench_sample_melnet
     preset = cfg["models"]["melnet"]
     rows = {}
     for dev in dict.fromkeys([report.device, torch.device("cpu")]):
@@ -247,8 +247,8 @@ def sampling(report: Report, cfg: dict) -> dict:
 
 def inversion(report: Report, cfg: dict) -> dict:
     """Griffin-Lim round trip of real-like audio on this device and on the CPU."""
-    from nmusic.audio import MelFrontEnd, griffin_lim_upper_bound, spec_preset
-    from nmusic.bench import synthetic_cache
+    from nmusic.data.embedded import synthetic_cache
+    from nmusic.frontend import MelFrontEnd, griffin_lim_upper_bound, spec_preset
     spec = spec_preset("melnet-paper")
     cache = synthetic_cache(spec.sample_rate, 4.0)
     wave = torch.stack([cache.file(i)[: spec.sample_rate * 3] for i in range(cfg["gl_batch"])]
@@ -271,7 +271,7 @@ def inversion(report: Report, cfg: dict) -> dict:
 
 def bench(report: Report, cfg: dict, tmp: Path) -> dict:
     """``nmusic bench --sections train`` at the paper presets (tiny in the dry run), amp auto."""
-    from nmusic.bench import PAPER_P100_KHZ, run_bench
+    from nmusic.bench.run import PAPER_P100_KHZ, run_bench
     result = run_bench(out=tmp / "bench.json", device=str(report.device), presets=cfg["bench_presets"],
                        sections=["train"], steps=cfg["bench_steps"], amp="auto", quick=report.dry, print_table=False)
     rows = [{"model": r["model"], "preset": r["preset"], "amp": r["amp"], "s_per_step": round(r["step_s"], 4),

@@ -14,11 +14,13 @@ import dataclasses
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from nmusic.audio import MelFrontEnd, spec_preset
-from nmusic.bench import AMP_DTYPES, GENRES, _batches, synthetic_cache
+from nmusic.bench.training_speed import make_batches
+from nmusic.data.embedded import synthetic_cache
+from nmusic.data.synth import GENRES
+from nmusic.device import AMP_DTYPES, resolve_device
+from nmusic.frontend import MelFrontEnd, spec_preset
 from nmusic.models import registry
-from nmusic.recipe import StepContext
-from nmusic.trainer import resolve_device
+from nmusic.models.base import StepContext
 
 
 def main() -> None:
@@ -38,10 +40,10 @@ def main() -> None:
     if a.batch:
         cfg = dataclasses.replace(cfg, batch_size=a.batch)
     spec = spec_preset(cfg.spec)
-    recipe = recipe_cls(cfg, spec, GENRES).to(device)
+    recipe = recipe_cls(cfg, spec, list(GENRES)).to(device)
     front_end = MelFrontEnd(spec).to(device)
     cache = synthetic_cache(spec.sample_rate, spec.seconds(cfg.clip_frames) + 2)
-    batches = _batches(cache, spec.samples(cfg.clip_frames), cfg.batch_size, 2)
+    batches = make_batches(cache, spec.samples(cfg.clip_frames), cfg.batch_size, 2)
 
     def step(i: int) -> None:
         wave, genre = (t.to(device) for t in batches[i])

@@ -1,7 +1,9 @@
 """Config dataclasses: presets plus type-checked overrides from the command line and small files.
 
 Every model family defines a config dataclass and named presets (``tiny``, ``paper-small``,
-``paper-large``: the paper's section 4 sizes). A run is *preset + overrides*:
+``paper-large``: the paper's section 4 sizes); the trainer's :class:`~nmusic.training.trainer.TrainConfig`
+and the spectrogram's :class:`~nmusic.frontend.SpecParams` are dataclasses too. A run is
+*preset + overrides*:
 
     cfg = resolve(PRESETS, "tiny", {"lr": 1e-4})                 # from Python
     cfg = resolve(PRESETS, "tiny", parse_set_args(["lr=1e-4"]))  # from ``--set lr=1e-4``
@@ -10,17 +12,46 @@ Every model family defines a config dataclass and named presets (``tiny``, ``pap
 Overrides are checked against the dataclass field types, so a typo or a wrong type is a
 :class:`~nmusic.errors.ConfigError` naming the field (and listing the valid ones) instead of a
 failure deep inside training. Nested dataclass fields take a dict or dotted keys (``"opt.lr"``).
+
+Every config checks itself when it is made, in ``__post_init__``, with :func:`require` (so a bad
+value is refused where it is set, naming the field), and holds sequences as tuples
+(:func:`tuples_from_lists`: a list is accepted and stored as a tuple). :func:`to_dict` and
+:func:`from_dict` are the one way a config goes into a checkpoint and comes back.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import types
 import typing
 from pathlib import Path
 
 from .errors import ConfigError
+
+
+def require(ok: bool, cfg, field: str, message: str) -> None:
+    """The one way a config checks a field: :class:`ConfigError` ``"<Config>.<field>: <message> (got <value>)"``."""
+    if not ok:
+        value = f" (got {getattr(cfg, field)!r})" if hasattr(cfg, field) else ""
+        raise ConfigError(f"{type(cfg).__name__}.{field}: {message}{value}")
+
+
+@functools.lru_cache(maxsize=None)
+def _tuple_fields(cls) -> tuple[str, ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if typing.get_origin(hints.get(f.name)) is tuple or hints.get(f.name) is tuple)
+
+
+def tuples_from_lists(cfg) -> None:
+    """Store every ``tuple[...]`` field of dataclass ``cfg`` given as a list as a tuple (call it in
+    ``__post_init__``); anything else there is a :class:`ConfigError`."""
+    for name in _tuple_fields(type(cfg)):
+        value = getattr(cfg, name)
+        require(isinstance(value, (list, tuple)), cfg, name, "must be a list")
+        object.__setattr__(cfg, name, tuple(value))
 
 
 def _type_name(tp) -> str:

@@ -1,4 +1,8 @@
-"""Sampling from a trained run: spectrograms -> Griffin-Lim WAVs + PNGs (``nmusic generate``).
+"""Generation and inversion: a trained run's spectrograms, turned into audio (``nmusic generate``).
+
+sample (:func:`sample_mels`, :func:`sample_per_genre`) -> normalised log-mel ``(N, n_mels, frames)``
+-> inversion to audio (:func:`invert`: Griffin-Lim with the run's own spectrogram parameters, the
+way listeners, the judges and the reports all get it) -> WAVs and PNGs (:func:`write_clips`).
 
 Works for any model family: the run's checkpoint carries the model name, preset, config, genre
 list and spectrogram parameters, so nothing has to be re-specified.
@@ -12,14 +16,9 @@ import soundfile as sf
 import torch
 
 from . import plots
-from .audio import MelFrontEnd
+from .device import resolve_device
 from .errors import NmusicError
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: the GPU when there is one (the trainer's resolver, one for every command)."""
-    from .trainer import resolve_device as resolve
-    return resolve(device)
+from .frontend import MelFrontEnd
 
 
 def genre_id(genres: list[str], genre: str) -> int:
@@ -38,13 +37,32 @@ def sample_mels(recipe, genre_ids: list[int], seed: int = 0, temperature: float 
     return recipe.sample(genre, generator=g, temperature=temperature, **kwargs).float().cpu()
 
 
+def sample_per_genre(recipe, n_per_genre: int, seed: int, n_frames: int | None = None,
+                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_per_genre`` mels of every genre ``(G*n, n_mels, frames)`` and their genre ids; genre ``g`` is
+    sampled with seed ``seed + 1000 * g``."""
+    mels, labels = [], []
+    extra = {} if n_frames is None else {"n_frames": n_frames}
+    for g in range(len(recipe.genres)):
+        mels.append(sample_mels(recipe, [g] * n_per_genre, seed=seed + 1000 * g, temperature=temperature, **extra))
+        labels.append(torch.full((n_per_genre,), g, dtype=torch.long))
+    return torch.cat(mels), torch.cat(labels)
+
+
+def invert(mels: torch.Tensor, front_end: MelFrontEnd, samples: int | None = None, batch: int = 32) -> torch.Tensor:
+    """Spectrograms ``(N, n_mels, frames)`` -> audio ``(N, samples)`` on the CPU, the way listeners get it
+    (Griffin-Lim on the front end's device, ``batch`` clips at a time)."""
+    device = front_end.filterbank.device
+    out = [front_end.invert(mels[i:i + batch].to(device), length=samples).cpu() for i in range(0, len(mels), batch)]
+    return torch.cat(out) if out else torch.zeros(0, samples or 0)
+
+
 def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list[str],
                 titles: list[str] | None = None) -> list[dict]:
     """Invert each mel with Griffin-Lim and write ``NAME.wav`` + ``NAME.png``; returns file records."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = front_end.filterbank.device
-    waves = front_end.invert(mels.to(device)).cpu()
+    waves = invert(mels, front_end)
     sr = front_end.params.sample_rate
     records = []
     for mel, wave, name, title in zip(mels, waves, names, titles or names):
@@ -59,10 +77,10 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
              device: str = "auto", progress: bool = True) -> list[Path]:
     """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
 
-    The checkpoint is the one :func:`nmusic.trainer.load_run` picks (the one ``nmusic evaluate`` and
-    the notebooks use too); with ``progress`` it is named on stderr.
+    The checkpoint is the one :func:`nmusic.training.runs.load_run` picks (the one ``nmusic evaluate``
+    and the notebooks use too); with ``progress`` it is named on stderr.
     """
-    from .trainer import describe_checkpoint, load_run
+    from .training.runs import describe_checkpoint, load_run
 
     if n < 1:
         raise NmusicError(f"--n must be at least 1 (got {n})")

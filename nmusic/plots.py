@@ -1,20 +1,25 @@
 """Figures shared by the notebooks, the trainer and the reports (matplotlib, no display needed).
 
-Every function returns the matplotlib Figure; ``path=`` also saves it as PNG and closes it.
+Every function returns the matplotlib Figure; ``path=`` also saves it as PNG (atomically: a
+``loss.png`` on Drive is never half-written) and closes it.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
 import torch
+
+from .utils.files import atomic_write
+
+#: History entries that are bookkeeping, not losses.
+NOT_LOSSES = ("step", "split", "elapsed_s", "steps_per_s", "skipped_steps")
 
 
 def _finish(fig, path):
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90)
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90))
         plt.close(fig)
     return fig
 
@@ -44,17 +49,52 @@ def spectrogram_grid(mels: torch.Tensor, titles: list[str], path=None, cols: int
     return _finish(fig, path)
 
 
-def loss_curves(history: list[dict], path=None, keys: list[str] | None = None):
-    """Training losses against step from a trainer history (list of ``{"step": .., key: ..}``)."""
-    fig, ax = plt.subplots(figsize=(7, 3))
-    keys = keys or sorted({k for h in history for k in h if k != "step" and isinstance(h[k], (int, float))})
+def loss_panel(key: str, keys) -> str:
+    """The panel a history key is drawn in: one per MelNet tier (training and validation together),
+    the discriminator's losses, its logits, the generator's losses, the validation figures that have
+    no training twin, and the rest ("loss")."""
+    tier = re.search(r"tier(\d+)", key)
+    if tier:
+        return f"tier {tier.group(1)}"
+    if key.startswith("val_"):
+        twin = key[len("val_"):]
+        return loss_panel(twin, keys) if twin in keys else "validation"
+    head = key.split("_")[0]
+    if head == "d":
+        return "discriminator loss" if "loss" in key else "discriminator logits"
+    return {"g": "generator"}.get(head, "loss")
+
+
+def loss_panels(history: list[dict]) -> dict[str, list[str]]:
+    """``{panel title: [keys]}`` of the numeric, non-bookkeeping keys of ``history``, in order of appearance."""
+    keys = [k for k in dict.fromkeys(k for h in history for k in h)
+            if k not in NOT_LOSSES and any(isinstance(h.get(k), (int, float)) for h in history)]
+    panels: dict[str, list[str]] = {}
     for k in keys:
-        pts = [(h["step"], h[k]) for h in history if k in h]
-        if pts:
-            ax.plot(*zip(*pts), label=k)
-    ax.set_xlabel("step")
-    ax.legend(fontsize=8, ncols=2)
-    ax.grid(alpha=0.3)
+        panels.setdefault(loss_panel(k, keys), []).append(k)
+    return panels
+
+
+def loss_curves(history: list[dict], path=None):
+    """Losses against step from a trainer history (``[{"step", "split", key: value, ...}]``), one panel
+    per group of losses (:func:`loss_panels`) so that each is readable at a glance; validation
+    entries are drawn with markers."""
+    panels = loss_panels(history)
+    cols = min(3, max(len(panels), 1))
+    rows = (len(panels) + cols - 1) // cols or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, keys) in zip(axes.flat, panels.items()):
+        for k in keys:
+            pts = [(h["step"], h[k]) for h in history if isinstance(h.get(k), (int, float))]
+            val = k.startswith("val_")
+            ax.plot(*zip(*pts), label=k, marker="o" if val else None, markersize=3, lw=1 if val else 1.2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
     return _finish(fig, path)
 
 
@@ -125,7 +165,8 @@ def nearest_distances(heldout, generated, threshold: float, title: str = "", pat
 
 
 def mos_bars(summary: list[dict], by: str = "source", title: str = "", path=None):
-    """Mean opinion score per source with its 95% confidence interval (from :func:`nmusic.mos.summarise`)."""
+    """Mean opinion score per source with its 95% confidence interval (from
+    :func:`nmusic.evaluation.listening_test.summarise`)."""
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(summary) + 1.5), 3))
     names = [s[by] for s in summary]
     means = [s["mean"] for s in summary]

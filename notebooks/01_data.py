@@ -65,7 +65,7 @@ if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith
     for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
         del sys.modules[name]
 
-from nmusic.notebook import setup  # noqa: E402
+from nmusic.interfaces.notebook import setup  # noqa: E402
 
 PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
@@ -83,9 +83,9 @@ SOURCE = ""  # e.g. "https://drive.google.com/file/d/<id>/view" or "/content/dri
 SPEC_PRESET = "default"  # "default" (16 kHz: tiny presets), "melnet-paper" or "cmelgan-paper" (22.05 kHz)
 
 # %%
-from nmusic.fetch import fetch  # noqa: E402
-from nmusic.notebook import scratch_dir  # noqa: E402
-from nmusic.synth import write_dataset  # noqa: E402
+from nmusic.data.fetch import fetch  # noqa: E402
+from nmusic.data.synth import write_dataset  # noqa: E402
+from nmusic.interfaces.notebook import scratch_dir  # noqa: E402
 
 SCRATCH = scratch_dir(WORK)  # extracted audio: the runtime's fast disk in Colab (made again from SOURCE)
 if not SOURCE:
@@ -101,7 +101,7 @@ print("genres:", sorted(p.name for p in DATA_ROOT.iterdir() if p.is_dir()))
 # genre names (the seed code took them from `set()` order, which changes between sessions).
 
 # %%
-from nmusic.manifest import build_manifest  # noqa: E402
+from nmusic.data.manifest import build_manifest  # noqa: E402
 
 manifest = build_manifest(DATA_ROOT, clip_seconds=PROFILE.clip_seconds)
 manifest.save(WORK / "manifest.csv")
@@ -115,22 +115,24 @@ plots.bar_chart({g: h * 60 for g, h in manifest.hours_per_genre().items()}, "min
 # %% [markdown]
 # ## Prepare the RAM-resident dataset
 # All files are decoded and resampled with torchaudio on every core, then stored as one flat
-# tensor plus offsets in the work folder (on Drive in Colab, with the manifest). Reloading it takes
-# seconds, so later notebooks start from here, also after a disconnect.
+# tensor plus offsets in the work folder (on Drive in Colab, with the manifest). Reloading it maps the
+# file into memory (well under a second), so later notebooks start from here, also after a disconnect.
 
 # %%
 import time  # noqa: E402
 
-from nmusic.audio import MelFrontEnd, spec_preset  # noqa: E402
-from nmusic.dataset import AudioCache, prepare, split_by_file  # noqa: E402
+from nmusic.data.cache import AudioCache, prepare  # noqa: E402
+from nmusic.data.clips import VAL_FRACTION, split_by_file  # noqa: E402
+from nmusic.frontend import MelFrontEnd, spec_preset  # noqa: E402
 
 SPEC = spec_preset(SPEC_PRESET)
 cache = prepare(manifest, SPEC.sample_rate, WORK / "cache.pt")
 t0 = time.perf_counter()
 cache = AudioCache.load(WORK / "cache.pt")
 print(f"reloaded {sum(cache.hours_per_genre().values()):.3f} h in {time.perf_counter() - t0:.2f} s")
-train_files, val_files = split_by_file(cache, val_fraction=0.2, seed=0)
-print(f"{len(train_files)} training files, {len(val_files)} held-out files (split by file, never by clip)")
+train_files, val_files = split_by_file(cache, seed=0)
+print(f"{len(train_files)} training files, {len(val_files)} held-out files ({VAL_FRACTION:.0%} of each genre's files: "
+      f"the split training and evaluation use; by file, never by clip)")
 
 # %%
 print(cache.genres)  # NBVAL_CHECK_OUTPUT
@@ -144,8 +146,8 @@ print(cache.genres)  # NBVAL_CHECK_OUTPUT
 import torch  # noqa: E402
 from IPython.display import display  # noqa: E402
 
-from nmusic.dataset import fixed_clips  # noqa: E402
-from nmusic.notebook import audio_player, pick_per_genre  # noqa: E402
+from nmusic.data.clips import fixed_clips  # noqa: E402
+from nmusic.interfaces.notebook import audio_player, pick_per_genre  # noqa: E402
 
 front_end = MelFrontEnd(SPEC)
 clip_samples = SPEC.samples(128)
@@ -166,7 +168,7 @@ for i in shown:
 # good as any generated spectrogram can sound with this inversion.
 
 # %%
-from nmusic.audio import griffin_lim_upper_bound  # noqa: E402
+from nmusic.frontend import griffin_lim_upper_bound  # noqa: E402
 
 torch.manual_seed(0)
 bound = griffin_lim_upper_bound(waves[shown], front_end)

@@ -60,7 +60,7 @@ if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith
     for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
         del sys.modules[name]
 
-from nmusic.notebook import setup  # noqa: E402
+from nmusic.interfaces.notebook import setup  # noqa: E402
 
 PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
@@ -75,10 +75,10 @@ PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 # %%
 from dataclasses import replace  # noqa: E402
 
-from nmusic.audio import spec_preset  # noqa: E402
 from nmusic.config import resolve  # noqa: E402
+from nmusic.device import resolve_device  # noqa: E402
+from nmusic.frontend import spec_preset  # noqa: E402
 from nmusic.models.melnet import PRESETS  # noqa: E402
-from nmusic.trainer import resolve_device  # noqa: E402
 
 PRESET = "tiny"
 OVERRIDES = {}
@@ -89,7 +89,7 @@ DEVICE = resolve_device("auto")  # the GPU when there is one
 print(cfg, "\ndevice:", DEVICE)
 
 # %%
-from nmusic.notebook import ensure_cache  # noqa: E402
+from nmusic.interfaces.notebook import ensure_cache  # noqa: E402
 
 CACHE = ensure_cache(WORK, PROFILE, SPEC.sample_rate)
 
@@ -100,8 +100,8 @@ CACHE = ensure_cache(WORK, PROFILE, SPEC.sample_rate)
 # and trains the tier asked for.
 
 # %%
-from nmusic.notebook import LivePlot  # noqa: E402
-from nmusic.train_run import train_model  # noqa: E402
+from nmusic.interfaces.notebook import LivePlot  # noqa: E402
+from nmusic.training.runs import train_model  # noqa: E402
 
 n_tiers = len(cfg.layers)
 schedule = dict(log_every=5, ckpt_every=50, val_every=25, sample_every=0)
@@ -129,14 +129,15 @@ assert more["steps"] > summary["steps"]
 # %%
 import torch  # noqa: E402
 
-from nmusic.audio import MelFrontEnd  # noqa: E402
-from nmusic.dataset import AudioCache, fixed_clips, split_by_file  # noqa: E402
+from nmusic.data.cache import AudioCache  # noqa: E402
+from nmusic.data.clips import fixed_clips, split_by_file  # noqa: E402
+from nmusic.frontend import MelFrontEnd  # noqa: E402
 from nmusic.models.melnet import gaussian_baseline_nll  # noqa: E402
-from nmusic.trainer import load_run  # noqa: E402
+from nmusic.training.runs import load_run  # noqa: E402
 
 recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
 cache = AudioCache.load(CACHE)
-train_files, val_files = split_by_file(cache, val_fraction=0.25, seed=0)
+train_files, val_files = split_by_file(cache, seed=0)
 front_end = MelFrontEnd(SPEC)
 clip = SPEC.samples(cfg.clip_frames)
 train_mel = front_end(fixed_clips(cache, train_files, clip, seed=0)[0])
@@ -156,7 +157,7 @@ print(f"MelNet held-out NLL {nll:.3f} nats/element; "
 from IPython.display import display  # noqa: E402
 
 from nmusic import plots  # noqa: E402
-from nmusic.notebook import audio_player  # noqa: E402
+from nmusic.interfaces.notebook import audio_player  # noqa: E402
 
 TEMPERATURE = 0.8
 genre_ids = torch.arange(len(recipe.genres))

@@ -59,7 +59,7 @@ if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith
     for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
         del sys.modules[name]
 
-from nmusic.notebook import setup  # noqa: E402
+from nmusic.interfaces.notebook import setup  # noqa: E402
 
 PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
@@ -72,10 +72,10 @@ PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 # fp16 with a grad scaler).
 
 # %%
-from nmusic.audio import spec_preset  # noqa: E402
 from nmusic.config import resolve  # noqa: E402
+from nmusic.device import resolve_device  # noqa: E402
+from nmusic.frontend import spec_preset  # noqa: E402
 from nmusic.models.cmelgan import PRESETS  # noqa: E402
-from nmusic.trainer import resolve_device  # noqa: E402
 
 PRESET = "tiny"
 OVERRIDES = {}
@@ -86,7 +86,7 @@ DEVICE = resolve_device("auto")  # the GPU when there is one
 print(cfg, "\ndevice:", DEVICE)
 
 # %%
-from nmusic.notebook import ensure_cache  # noqa: E402
+from nmusic.interfaces.notebook import ensure_cache  # noqa: E402
 
 CACHE = ensure_cache(WORK, PROFILE, SPEC.sample_rate)
 
@@ -96,8 +96,8 @@ CACHE = ensure_cache(WORK, PROFILE, SPEC.sample_rate)
 # validation statistic). The time budget comes from the profile; raise it for a real run.
 
 # %%
-from nmusic.notebook import LivePlot  # noqa: E402
-from nmusic.train_run import train_model  # noqa: E402
+from nmusic.interfaces.notebook import LivePlot  # noqa: E402
+from nmusic.training.runs import train_model  # noqa: E402
 
 live = LivePlot(every=5)
 summary = train_model("cmelgan", PRESET, cfg, CACHE, RUN_DIR, time_budget_s=PROFILE.train_seconds,
@@ -125,10 +125,10 @@ assert more["steps"] > summary["steps"]
 from IPython.display import display  # noqa: E402
 
 from nmusic import plots  # noqa: E402
-from nmusic.audio import MelFrontEnd  # noqa: E402
+from nmusic.frontend import MelFrontEnd  # noqa: E402
 from nmusic.generate import sample_mels  # noqa: E402
-from nmusic.notebook import audio_player  # noqa: E402
-from nmusic.trainer import load_run  # noqa: E402
+from nmusic.interfaces.notebook import audio_player  # noqa: E402
+from nmusic.training.runs import load_run  # noqa: E402
 
 recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
 ids = [g for g in range(len(recipe.genres)) for _ in range(PROFILE.n_generate)]
@@ -153,7 +153,9 @@ for g, w in zip(ids, waves):
 # %%
 from IPython.display import Markdown  # noqa: E402
 
-from nmusic.evaluate import evaluate_runs, validity_markdown  # noqa: E402
+from nmusic.evaluation.evaluate import evaluate_runs  # noqa: E402
+
+from nmusic.evaluation.report import validity_markdown  # noqa: E402
 
 metrics = evaluate_runs([RUN_DIR], WORK / "eval-cmelgan", cache_path=CACHE, device=DEVICE,
                         n_per_genre=4 * PROFILE.n_generate,

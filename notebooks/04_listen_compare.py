@@ -66,7 +66,7 @@ if not (getattr(sys.modules.get("nmusic"), "__file__", None) or ROOT).startswith
     for name in [m for m in sys.modules if m.split(".")[0] == "nmusic"]:  # imported from elsewhere before
         del sys.modules[name]
 
-from nmusic.notebook import setup  # noqa: E402
+from nmusic.interfaces.notebook import setup  # noqa: E402
 
 PROFILE, WORK = setup(WORK_DIR, version=NMUSIC_VERSION)
 
@@ -86,14 +86,14 @@ CACHE = None   # e.g. "/content/drive/MyDrive/nmusic/cache.pt"
 from pathlib import Path  # noqa: E402
 
 from nmusic.errors import ConfigError, NmusicError  # noqa: E402
-from nmusic.evaluate import find_cache, find_runs  # noqa: E402
-from nmusic.notebook import ensure_cache  # noqa: E402
+from nmusic.interfaces.notebook import ensure_cache  # noqa: E402
+from nmusic.training.runs import find_cache, find_runs  # noqa: E402
 
 RUN_DIRS = [Path(r) for r in RUN_DIRS] or find_runs(WORK / "runs")
 if not RUN_DIRS and PROFILE.name == "test":
-    from nmusic.audio import spec_preset
+    from nmusic.frontend import spec_preset
     from nmusic.models.cmelgan import PRESETS
-    from nmusic.train_run import train_model
+    from nmusic.training.runs import train_model
 
     cfg = PRESETS["tiny"]
     train_model("cmelgan", "tiny", cfg, ensure_cache(WORK, PROFILE, spec_preset(cfg.spec).sample_rate),
@@ -103,7 +103,9 @@ if not RUN_DIRS and PROFILE.name == "test":
 if not RUN_DIRS:
     raise NmusicError(f"no trained runs under {WORK / 'runs'}: train one (notebook 03, `nmusic train`) or set RUN_DIRS")
 
-from nmusic.trainer import load_run, resolve_device  # noqa: E402
+from nmusic.device import resolve_device  # noqa: E402
+
+from nmusic.training.runs import load_run  # noqa: E402
 
 DEVICE = resolve_device("auto")  # the GPU when there is one
 SAMPLE_RATE = load_run(RUN_DIRS[0], device=DEVICE)[0].spec.sample_rate
@@ -124,8 +126,8 @@ print("real audio:", Path(CACHE).name)
 
 # %%
 
-from nmusic.dataset import AudioCache  # noqa: E402
-from nmusic.widgets import GeneratePanel  # noqa: E402
+from nmusic.data.cache import AudioCache  # noqa: E402
+from nmusic.interfaces.widgets import GeneratePanel  # noqa: E402
 
 cache = AudioCache.load(CACHE, sample_rate=SAMPLE_RATE)
 panel = GeneratePanel(RUN_DIRS, cache, device=DEVICE)
@@ -145,8 +147,8 @@ print({title: tuple(r["mel"].shape) for title, r in panel.last.items()})
 # the confidence intervals shrink with the number of ratings.
 
 # %%
-from nmusic.mos import make_blind_test  # noqa: E402
-from nmusic.widgets import BlindTestPanel, listening_clips  # noqa: E402
+from nmusic.evaluation.listening_test import make_blind_test  # noqa: E402
+from nmusic.interfaces.widgets import BlindTestPanel, listening_clips  # noqa: E402
 
 test = make_blind_test(listening_clips(panel, per_genre=PROFILE.n_generate), seed=0)
 listener = BlindTestPanel(test, RATINGS_CSV, rater="listener-1")
@@ -169,13 +171,13 @@ if PROFILE.name == "test":
 # %% [markdown]
 # ### Mean opinion score
 # Run this cell again once the ratings are in. The interval is mean ± t(0.975, n−1)·s/√n (Student's
-# t; see `nmusic.mos`).
+# t; see `nmusic.evaluation.listening_test`).
 
 # %%
 from IPython.display import Markdown, display  # noqa: E402
 
 from nmusic import plots  # noqa: E402
-from nmusic.mos import load_ratings, summarise, summary_markdown  # noqa: E402
+from nmusic.evaluation.listening_test import load_ratings, summarise, summary_markdown  # noqa: E402
 
 ratings = [r for r in load_ratings(RATINGS_CSV) if r["test"] == test.test_id] if RATINGS_CSV.is_file() else []
 mos = summarise(ratings)
@@ -192,7 +194,8 @@ if mos:
 # that gives a fake its genre above chance + 10 points is reported invalid.
 
 # %%
-from nmusic.evaluate import evaluate_runs, table1_markdown, validity_markdown  # noqa: E402
+from nmusic.evaluation.evaluate import evaluate_runs  # noqa: E402
+from nmusic.evaluation.report import table1_markdown, validity_markdown  # noqa: E402
 
 metrics = evaluate_runs(RUN_DIRS, WORK / "eval", cache_path=CACHE, device=DEVICE,
                         n_per_genre=4 * PROFILE.n_generate, judge_steps=PROFILE.judge_steps,

@@ -20,7 +20,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
     """``nmusic demo --quick`` (embedded data -> prepare -> train -> classify -> report), run once."""
-    from nmusic.demo import run_demo
+    from nmusic.interfaces.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     report = run_demo(out, model="cmelgan", quick=True, progress=False)

@@ -6,10 +6,9 @@ from typing import Literal
 
 import pytest
 
-from nmusic.config import (apply_overrides, from_dict, load_override_file, parse_set_args, resolve,
-                           to_dict)
+from nmusic.config import apply_overrides, from_dict, load_override_file, parse_set_args, resolve, to_dict
 from nmusic.errors import ConfigError
-from nmusic.trainer import TrainConfig
+from nmusic.training.trainer import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
-from nmusic.audio import MelFrontEnd, SpecParams, griffin_lim_upper_bound
+from nmusic.device import bf16_native, resolve_amp
+from nmusic.frontend import MelFrontEnd, SpecParams, griffin_lim_upper_bound
+from nmusic.models.base import StepContext
 from nmusic.models.cmelgan import CMelGANConfig, CMelGANRecipe
 from nmusic.models.melnet import MelNetConfig, MelNetRecipe
-from nmusic.models.melnet_layers import call_rnn
-from nmusic.models.melnet_sampling import sample_tier
-from nmusic.models.melnet_tiers import Tier
-from nmusic.recipe import StepContext
-from nmusic.trainer import bf16_native, resolve_amp
+from nmusic.models.melnet.layers import call_rnn
+from nmusic.models.melnet.sampling import sample_tier
+from nmusic.models.melnet.tiers import Tier
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by the GPU check)")]
@@ -90,7 +90,7 @@ def test_fp16_grad_scaler_skips_an_overflow_on_the_gpu():
     with ctx.autocast():
         loss = net(torch.full((2, 4), 1e5, device=CUDA)).float().sum() * float("inf")
     ctx.backward(loss)
-    ctx.step(opt)
+    ctx.optimizer_step(opt)
     assert torch.equal(net.weight, before) and scaler.get_scale() < 2.0 ** 16
 
 
@@ -106,9 +106,9 @@ def test_griffin_lim_on_the_gpu_matches_the_cpu_round_trip():
 
 
 def test_runs_load_on_the_gpu_by_default(tmp_path):
-    from nmusic.trainer import load_run
-    from _trainer_toy import REGISTRY, make_trainer
-    from nmusic.trainer import TrainConfig
+    from nmusic.training.runs import load_run
+    from nmusic.training.trainer import TrainConfig
+    from tests.training.toy_model import REGISTRY, make_trainer
     make_trainer(tmp_path / "run", TrainConfig(steps=2, device="cuda", progress=False, val_every=0,
                                                sample_every=0)).fit()
     recipe, _ = load_run(tmp_path / "run", registry=REGISTRY)

@@ -36,14 +36,14 @@ from torch._meta_registrations import rnn_cell_checkSizes
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nmusic.audio import MelFrontEnd, SpecParams, stft_magnitude
+from nmusic.frontend import MelFrontEnd, SpecParams, stft_magnitude
+from nmusic.models.base import StepContext
 from nmusic.models.cmelgan import PRESETS as GAN_PRESETS
 from nmusic.models.cmelgan import CMelGANRecipe
 from nmusic.models.melnet import PRESETS as MELNET_PRESETS
 from nmusic.models.melnet import MelNetConfig, MelNetRecipe
-from nmusic.models.melnet_sampling import FrequencySteps, sample_tier
-from nmusic.models.melnet_tiers import Tier, split
-from nmusic.recipe import StepContext
+from nmusic.models.melnet.sampling import FrequencySteps, sample_tier
+from nmusic.models.melnet.tiers import Tier, split
 
 GENRES = ["classical", "edm", "lofi"]
 CUDA = torch.device("cuda")
@@ -264,7 +264,7 @@ def test_judge_and_evaluation_features_on_cuda():
     """What evaluation does on the device per batch: the judge's own front end (resampling, its
     log-mel standardised per band) and one network pass for features and logits, for clips as the
     RAM cache hands them over (CPU tensors) at any rate; training the judge needs backward."""
-    from nmusic.judge import Judge, JudgeNet, JudgeSpec, decide
+    from nmusic.evaluation.judge import Judge, JudgeNet, JudgeSpec, decide
 
     spec = JudgeSpec()
     torch.manual_seed(0)

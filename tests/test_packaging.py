@@ -2,10 +2,10 @@
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -55,7 +55,7 @@ def test_environment_yml_installs_the_dev_extra():
 
 
 def test_console_script_and_help():
-    assert pyproject()["scripts"]["nmusic"] == "nmusic.cli:main"
+    assert pyproject()["scripts"]["nmusic"] == "nmusic.interfaces.cli:main"
     out = subprocess.run([sys.executable, "-m", "nmusic", "--help"], capture_output=True, text=True, check=True)
     for cmd in ("fetch", "manifest", "prepare", "train", "generate", "demo"):
         assert cmd in out.stdout

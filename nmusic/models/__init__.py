@@ -1,4 +1,12 @@
-"""Model families. Each entry: name -> (config presets, Recipe subclass)."""
+"""The model families (paper section 3), one folder each, and their registry::
+
+    base.py     what every family gives the trainer (Recipe) and gets per step (StepContext)
+    melnet/     MelNet: model.py (config, presets, recipe), layers, tiers, gmm, sampling
+    cmelgan/    cMelGAN: model.py (config, presets, recipe), generator, discriminator, temporal, losses
+
+A new family (a neural vocoder, a note-based GAN) is a new folder with the same shape and an entry
+in :func:`registry`: name -> (config presets, Recipe subclass).
+"""
 from __future__ import annotations
 
 
