@@ -133,9 +133,10 @@ from nmusic.data.cache import AudioCache  # noqa: E402
 from nmusic.data.clips import fixed_clips, split_by_file  # noqa: E402
 from nmusic.frontend import MelFrontEnd  # noqa: E402
 from nmusic.models.melnet import gaussian_baseline_nll  # noqa: E402
-from nmusic.training.runs import load_run  # noqa: E402
+from nmusic.training.runs import describe_checkpoint, load_run  # noqa: E402
 
-recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
+recipe, ckpt = load_run(RUN_DIR, device=DEVICE)  # the checkpoint `nmusic generate`/`evaluate` use
+print("checkpoint:", describe_checkpoint(ckpt))
 cache = AudioCache.load(CACHE)
 train_files, val_files = split_by_file(cache, seed=0)
 front_end = MelFrontEnd(SPEC)

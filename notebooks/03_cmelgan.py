@@ -128,9 +128,10 @@ from nmusic import plots  # noqa: E402
 from nmusic.frontend import MelFrontEnd  # noqa: E402
 from nmusic.generate import sample_mels  # noqa: E402
 from nmusic.interfaces.notebook import audio_player  # noqa: E402
-from nmusic.training.runs import load_run  # noqa: E402
+from nmusic.training.runs import describe_checkpoint, load_run  # noqa: E402
 
-recipe, ckpt = load_run(RUN_DIR, which="latest", device=DEVICE)
+recipe, ckpt = load_run(RUN_DIR, device=DEVICE)  # the checkpoint `nmusic generate`/`evaluate` use
+print("checkpoint:", describe_checkpoint(ckpt))
 ids = [g for g in range(len(recipe.genres)) for _ in range(PROFILE.n_generate)]
 mels = sample_mels(recipe, ids, seed=0)
 plots.spectrogram_grid(mels, [recipe.genres[g] for g in ids], cols=PROFILE.n_generate);
