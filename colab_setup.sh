@@ -17,6 +17,7 @@ PIP_PACKAGES=(
   "matplotlib>=3.7"
   "gdown>=5.1"
   "pyyaml>=6.0"
+  "vocos>=0.1.0"
   "ipywidgets>=7.6"
 )
 

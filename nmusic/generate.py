@@ -1,8 +1,9 @@
 """Generation and inversion: a trained run's spectrograms, turned into audio (``nmusic generate``).
 
 sample (:func:`sample_mels`, :func:`sample_per_genre`) -> normalised log-mel ``(N, n_mels, frames)``
--> inversion to audio (:func:`invert`: Griffin-Lim with the run's own spectrogram parameters, the
-way listeners, the judges and the reports all get it) -> WAVs and PNGs (:func:`write_clips`).
+-> inversion to audio (:func:`invert`: Griffin-Lim with the run's own spectrogram parameters, or the
+:class:`~nmusic.inversion.Inversion` given, e.g. a trained vocoder; the way listeners, the judges and the reports
+all get it) -> WAVs and PNGs (:func:`write_clips`).
 
 Works for any model family: the run's checkpoint carries the model name, preset, config, genre
 list and spectrogram parameters, so nothing has to be re-specified.
@@ -49,20 +50,25 @@ def sample_per_genre(recipe, n_per_genre: int, seed: int, n_frames: int | None =
     return torch.cat(mels), torch.cat(labels)
 
 
-def invert(mels: torch.Tensor, front_end: MelFrontEnd, samples: int | None = None, batch: int = 32) -> torch.Tensor:
+def invert(mels: torch.Tensor, front_end: MelFrontEnd, samples: int | None = None, batch: int = 32,
+           inversion=None) -> torch.Tensor:
     """Spectrograms ``(N, n_mels, frames)`` -> audio ``(N, samples)`` on the CPU, the way listeners get it
-    (Griffin-Lim on the front end's device, ``batch`` clips at a time)."""
+    (``inversion``, a :class:`nmusic.inversion.Inversion` such as a vocoder; default Griffin-Lim on the front
+    end's device), ``batch`` clips at a time."""
+    if inversion is not None:
+        return inversion(mels, samples, batch)
     device = front_end.filterbank.device
     out = [front_end.invert(mels[i:i + batch].to(device), length=samples).cpu() for i in range(0, len(mels), batch)]
     return torch.cat(out) if out else torch.zeros(0, samples or 0)
 
 
 def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list[str],
-                titles: list[str] | None = None) -> list[dict]:
-    """Invert each mel with Griffin-Lim and write ``NAME.wav`` + ``NAME.png``; returns file records."""
+                titles: list[str] | None = None, inversion=None) -> list[dict]:
+    """Invert each mel (``inversion``, default Griffin-Lim) and write ``NAME.wav`` + ``NAME.png``; returns
+    file records."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    waves = invert(mels, front_end)
+    waves = invert(mels, front_end, inversion=inversion)
     sr = front_end.params.sample_rate
     records = []
     for mel, wave, name, title in zip(mels, waves, names, titles or names):
@@ -74,12 +80,14 @@ def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list
 
 
 def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, temperature: float = 1.0,
-             device: str = "auto", progress: bool = True) -> list[Path]:
+             device: str = "auto", progress: bool = True, vocoder=None) -> list[Path]:
     """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
 
-    The checkpoint is the one :func:`nmusic.training.runs.load_run` picks (the one ``nmusic evaluate``
+    ``vocoder``: how the mels become audio (:func:`nmusic.inversion.load_inversion`): a vocoder run folder,
+    ``"griffin-lim"``, or None for the vocoder recorded for the run, else Griffin-Lim. The checkpoint is the one :func:`nmusic.training.runs.load_run` picks (the one ``nmusic evaluate``
     and the notebooks use too); with ``progress`` it is named on stderr.
     """
+    from .inversion import load_inversion
     from .training.runs import describe_checkpoint, load_run
 
     if n < 1:
@@ -88,10 +96,13 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
     recipe, ckpt = load_run(run_dir, device=dev)
     if progress:
         print(f"{run_dir}: {describe_checkpoint(ckpt)}", file=sys.stderr)
+    inversion = load_inversion(vocoder, recipe.spec, device=dev, run_dir=run_dir, model_label=f"the model run {run_dir}")
+    if progress:
+        print(f"inversion: {inversion.name}", file=sys.stderr)
     gid = genre_id(recipe.genres, genre)
     mels = sample_mels(recipe, [gid] * n, seed=seed, temperature=temperature)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "generated"
     names = [f"{recipe.name}_{genre}_{seed + i:03d}" for i in range(n)]
     recs = write_clips(mels, MelFrontEnd(recipe.spec).to(dev), out_dir, names,
-                       [f"{recipe.name} · {genre} · step {ckpt.get('step', '?')}"] * n)
+                       [f"{recipe.name} · {genre} · step {ckpt.get('step', '?')}"] * n, inversion=inversion)
     return [Path(r["wav"]) for r in recs]

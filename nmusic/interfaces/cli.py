@@ -5,7 +5,7 @@
     nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report
     nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file
     nmusic train     MODEL --cache CACHE --run RUN_DIR [--preset P] [--set k=v] [--config F] [--resume]
-    nmusic generate  RUN_DIR --genre G --n K --out DIR
+    nmusic generate  RUN_DIR --genre G --n K --out DIR [--vocoder VOCODER_RUN|griffin-lim [--remember]]
     nmusic demo      --out DIR [--model cmelgan|melnet] [--quick]
     nmusic evaluate  RUN_DIR [RUN_DIR ...] --out DIR
     nmusic bench     [--quick]
@@ -155,8 +155,14 @@ class _TrainHelp(argparse.Action):
 
 def cmd_generate(a):
     from ..generate import generate
+    if a.remember:
+        from ..inversion import record_vocoder
+        if a.vocoder is None:
+            raise NmusicError("--remember needs --vocoder VOCODER_RUN (the vocoder to make this run's audio with)")
     files = generate(a.run_dir, genre=a.genre, n=a.n, out_dir=a.out, seed=a.seed, temperature=a.temperature,
-                     device=a.device)
+                     device=a.device, vocoder=a.vocoder)
+    if a.remember:
+        print(f"recorded {record_vocoder(a.run_dir, a.vocoder)}: {a.run_dir}'s audio is made with {a.vocoder} from now on")
     for f in files:
         print(f)
 
@@ -216,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None)
     s.set_defaults(fn=cmd_prepare)
 
-    s = sub.add_parser("train", help="train a model (cmelgan or melnet) on a prepared cache; resumable",
+    s = sub.add_parser("train", help="train a model (cmelgan, melnet or vocoder) on a prepared cache; resumable",
                        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     s.add_argument("-h", "--help", action=_TrainHelp, help="show this help (models, presets, settings) and exit")
-    s.add_argument("model", help="cmelgan or melnet (presets: see below)")
+    s.add_argument("model", help="cmelgan, melnet or vocoder (presets: see below)")
     s.add_argument("--cache", required=True, help="cache file from nmusic prepare")
     s.add_argument("--run", required=True, help="run folder (checkpoints, logs, samples); may be on mounted Drive")
     s.add_argument("--preset", default="tiny", help="tiny, paper-small, paper-large, ...")
@@ -248,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--device", default="auto")
+    s.add_argument("--vocoder", default=None, metavar="VOCODER_RUN",
+                   help="how mels become audio: a run trained with `nmusic train vocoder`, or griffin-lim[-N] "
+                        "(default: the vocoder recorded for RUN_DIR, else Griffin-Lim)")
+    s.add_argument("--remember", action="store_true", help="record --vocoder as RUN_DIR's default from now on")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("demo", help="the whole job on the embedded dataset: data -> train -> generate -> report")

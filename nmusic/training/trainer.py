@@ -324,7 +324,8 @@ class Trainer:
                 with torch.no_grad():
                     mel = self.front_end(wave)
                 ctx = StepContext(step=self.step, device=self.device, amp_dtype=self.amp_dtype, scaler=self.scaler,
-                                  grad_clip=cfg.grad_clip, rank=self.rank, world_size=self.world_size)
+                                  grad_clip=cfg.grad_clip, rank=self.rank, world_size=self.world_size,
+                                  extras={"wave": wave})   # the real audio too (a vocoder learns from it)
                 self.losses.add(self.step, self.recipe.train_step(mel, genre, ctx))
                 out_of_time = False
                 if cfg.time_budget_s is not None:   # rank 0's clock decides, for every rank
