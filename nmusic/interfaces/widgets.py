@@ -35,6 +35,9 @@ from ..generate import genre_id, sample_mels
 from ..training.runs import load_run, run_label
 
 
+RUN_DEFAULT = "run's default"   # the inversion menu's first entry: the run's recorded vocoder, else Griffin-Lim
+
+
 def wav_bytes(wave, sample_rate: int) -> bytes:
     """``(T,)`` waveform in [-1, 1] -> 16-bit WAV file bytes (for ``ipywidgets.Audio``)."""
     buf = io.BytesIO()
@@ -61,11 +64,12 @@ class GeneratePanel:
 
     ``run_dirs``: trained run folders (all trained on audio at ``cache``'s sample rate);
     ``cache``: the :class:`~nmusic.data.cache.AudioCache` the real clips come from; ``real_files``:
-    file indices to draw them from (default: the held-out split that training used).
+    file indices to draw them from (default: the held-out split that training used); ``vocoders``: trained
+    vocoder runs, offered in the ``inversion`` menu and shown as "real -> vocoder" columns next to Griffin-Lim.
     After a click, ``last`` maps each column title to ``{"source", "mel", "wave", "sample_rate"}``.
     """
 
-    def __init__(self, run_dirs, cache, real_files=None, device: str = "auto"):
+    def __init__(self, run_dirs, cache, real_files=None, device: str = "auto", vocoders=()):
         self.runs = {run_label(r): Path(r) for r in run_dirs}
         if not self.runs:
             raise ConfigError("GeneratePanel: give at least one run directory")
@@ -73,6 +77,9 @@ class GeneratePanel:
         self.real_files = list(real_files) if real_files is not None else split_by_file(cache, VAL_FRACTION)[1]
         self._recipes: dict[str, tuple] = {}
         self._front_ends: dict[SpecParams, MelFrontEnd] = {}
+        self.vocoders = {run_label(v): Path(v) for v in vocoders}
+        self._inversions: dict[tuple, object] = {}
+        self.inversion = W.Dropdown(options=[RUN_DEFAULT, "griffin-lim", *self.vocoders], description="inversion")
         self.genre = W.Dropdown(options=list(cache.genres), description="genre")
         self.run_select = W.SelectMultiple(options=list(self.runs), value=tuple(self.runs), description="models",
                                            rows=min(6, len(self.runs)))
@@ -82,7 +89,7 @@ class GeneratePanel:
         self.status = W.HTML()
         self.columns = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.button.on_click(self.generate)
-        self.widget = W.VBox([W.HBox([self.genre, self.run_select]), W.HBox([self.seed, self.temperature]),
+        self.widget = W.VBox([W.HBox([self.genre, self.run_select]), W.HBox([self.seed, self.temperature, self.inversion]),
                               W.HBox([self.button, self.status]), self.columns])
         self.last: dict[str, dict] = {}
 
@@ -107,6 +114,16 @@ class GeneratePanel:
             self._recipes[name] = (recipe, ckpt)
         return self._recipes[name]
 
+    def inversion_for(self, choice: str | None, spec: SpecParams, run_dir=None):
+        """The :class:`~nmusic.inversion.Inversion` ``choice`` names (``RUN_DEFAULT``/None: the run's recorded
+        vocoder, else Griffin-Lim; ``"griffin-lim"``; a vocoder's label), loaded once."""
+        from ..inversion import load_inversion
+        value = None if choice in (None, RUN_DEFAULT) else str(self.vocoders.get(choice, choice))
+        key = (value, spec, str(run_dir) if value is None else None)
+        if key not in self._inversions:
+            self._inversions[key] = load_inversion(value, spec, device=self.device, run_dir=run_dir)
+        return self._inversions[key]
+
     def real_clip(self, genre_id: int, seed: int, n_samples: int) -> torch.Tensor:
         """A ``(n_samples,)`` chunk of a real file of ``genre_id`` (held-out when there is one), chosen by ``seed``."""
         ids = self.cache.genre_ids
@@ -118,18 +135,20 @@ class GeneratePanel:
         offset = int(torch.randint(room + 1, (1,), generator=g))
         return read_chunks(self.cache, [(f, offset)], n_samples)[0][0]
 
-    def compare(self, genre: str, seed: int = 0, temperature: float = 1.0, runs=None) -> dict[str, dict]:
+    def compare(self, genre: str, seed: int = 0, temperature: float = 1.0, runs=None,
+                inversion: str | None = None) -> dict[str, dict]:
         """``{title: {"source", "mel" (n_mels, frames), "wave" (T,), "sample_rate"}}``: one clip of ``genre``
-        from each run in ``runs`` (default: all), then a real clip and its Griffin-Lim reconstruction."""
+        from each run in ``runs`` (default: all) made audible by ``inversion`` (:meth:`inversion_for`), then a
+        real clip, its Griffin-Lim reconstruction and its re-synthesis by each vocoder of its spectrogram."""
         gid = genre_id(list(self.cache.genres), genre)
         results: dict[str, dict] = {}
         specs: dict[SpecParams, int] = {}
         for name in (self.runs if runs is None else runs):
             recipe, ckpt = self.load(name)
             mel = sample_mels(recipe, [gid], seed=seed, temperature=temperature)
-            fe = self.front_end(recipe.spec)
+            inv = self.inversion_for(inversion, recipe.spec, self.runs[name])
             torch.manual_seed(seed)  # Griffin-Lim's random initial phases
-            wave = fe.invert(mel.to(self.device))[0].cpu()
+            wave = inv(mel)[0]
             results[f"{name} (step {ckpt.get('step', '?')})"] = {"source": name, "mel": mel[0], "wave": wave,
                                                                  "sample_rate": recipe.spec.sample_rate}
             specs.setdefault(recipe.spec, int(mel.shape[-1]))
@@ -144,6 +163,14 @@ class GeneratePanel:
             title = "Griffin-Lim" + (f" ({spec_name(spec)})" if len(specs) > 1 else "")
             results[title] = {"source": "griffin-lim", "mel": fe(gl[None].to(self.device))[0].cpu(), "wave": gl,
                               "sample_rate": spec.sample_rate}
+            for vname in self.vocoders:           # real -> vocoder, for the vocoders of this spectrogram
+                try:
+                    inv = self.inversion_for(vname, spec)
+                except ConfigError:
+                    continue
+                voc = inv(mel.cpu(), samples=len(wave))[0]
+                results[f"real -> {vname}"] = {"source": f"vocoder:{vname}", "mel": fe(voc[None].to(self.device))[0].cpu(),
+                                               "wave": voc, "sample_rate": spec.sample_rate}
         return results
 
     def generate(self, _button=None) -> dict[str, dict]:
@@ -154,7 +181,7 @@ class GeneratePanel:
             return {}
         self.status.value = "generating ..."
         try:
-            results = self.compare(genre, seed, temperature, self.run_select.value)
+            results = self.compare(genre, seed, temperature, self.run_select.value, self.inversion.value)
         except NmusicError as e:
             self.status.value = f"<b>error</b>: {html.escape(str(e))}"
             return {}
@@ -166,7 +193,8 @@ class GeneratePanel:
 
 def listening_clips(panel: GeneratePanel, per_genre: int = 2, seed: int = 1000, temperature: float = 1.0) -> list[dict]:
     """Clips for :func:`nmusic.evaluation.listening_test.make_blind_test`: for every genre, ``per_genre`` draws (seeds
-    ``seed, seed+1, ...``) of each run, a real held-out clip and its Griffin-Lim reconstruction."""
+    ``seed, seed+1, ...``) of each run, a real held-out clip, its Griffin-Lim reconstruction and its re-synthesis by
+    each of the panel's vocoders (source ``vocoder:NAME``)."""
     clips = []
     for genre in panel.cache.genres:
         for k in range(per_genre):

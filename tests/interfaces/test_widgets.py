@@ -100,3 +100,31 @@ def test_generate_panel(quick_demo):
     clips = listening_clips(panel, per_genre=1)
     assert len(clips) == 3 * len(cache.genres)
     assert {c["source"] for c in clips} == {"cmelgan-tiny", "real", "griffin-lim"}
+
+
+def test_generate_panel_with_a_vocoder(quick_demo, tmp_path):
+    """A vocoder of the demo's spectrogram: a "real -> vocoder" column (and blind-test source), and the
+    inversion menu makes the model's audio with it."""
+    from nmusic.config import resolve
+    from nmusic.models.vocoder import PRESETS
+    from nmusic.training.runs import train_model
+    out, report = quick_demo
+    small = {"dim": 16, "intermediate_dim": 32, "num_layers": 2, "clip_frames": 16, "batch_size": 2}
+    voc = tmp_path / "voc"
+    train_model("vocoder", "tiny", resolve(PRESETS, "tiny", small), out / "data" / "cache.pt", voc, steps=2,
+                progress=False, device="cpu")
+    cache = AudioCache.load(out / "data" / "cache.pt")
+    panel = GeneratePanel([report["run_dir"]], cache, vocoders=[voc])
+    assert panel.inversion.options == ("run's default", "griffin-lim", "voc")
+    panel.genre.value, panel.seed.value = "edm", 3
+    panel.button.click()
+    assert [r["source"] for r in panel.last.values()] == ["cmelgan-tiny", "real", "griffin-lim", "vocoder:voc"]
+    real = panel.last["real"]["wave"]
+    assert len(panel.last["real -> voc"]["wave"]) == len(real)
+    gl_audio = panel.last[next(iter(panel.last))]["wave"]
+    panel.inversion.value = "voc"
+    panel.button.click()
+    voc_audio = panel.last[next(iter(panel.last))]["wave"]
+    assert voc_audio.shape == gl_audio.shape and not torch.equal(voc_audio, gl_audio)
+    assert {c["source"] for c in listening_clips(panel, per_genre=1)} == {"cmelgan-tiny", "real", "griffin-lim",
+                                                                         "vocoder:voc"}
