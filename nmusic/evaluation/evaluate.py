@@ -121,10 +121,13 @@ def evaluate_run(run_dir: Path, data: EvaluationData, recipe, ckpt: dict, out_di
     name = run_label(run_dir)
     spec, genres = data.spec, data.cache.genres
     frames = evaluation_frames(recipe, data.judge.spec.clip_seconds)
-    report_progress(progress, f"{name}: sampling {n_per_genre} clips per genre, inverting them with Griffin-Lim")
+    from ..inversion import load_inversion
+    inversion = load_inversion(None, spec, device=data.device, run_dir=run_dir)  # as `nmusic generate` makes its audio
+    report_progress(progress, f"{name}: sampling {n_per_genre} clips per genre, inverting them with {inversion.name}")
     mels, labels = sample_per_genre(recipe, n_per_genre, seed, frames)
     samples = spec.samples(int(mels.shape[-1]))
-    gen = data.judge_audio(invert(mels, data.fe, samples), labels)
+    torch.manual_seed(seed)
+    gen = data.judge_audio(invert(mels, data.fe, samples, inversion=inversion), labels)
     real = data.real(samples)
     pred, pred_f = gen.predictions()
     acc_gen, acc_feat = accuracy_report(pred, labels, genres), accuracy_report(pred_f, labels, genres)
@@ -164,7 +167,7 @@ def evaluate_run(run_dir: Path, data: EvaluationData, recipe, ckpt: dict, out_di
         "spec": data.name, "cache": str(data.cache_path), "params": recipe.n_params(),
         "speed": speed, "train_khz": speed["train_khz"], "epoch_seconds": epoch_s,
         "clip_frames": int(mels.shape[-1]), "clip_seconds": spec.seconds(int(mels.shape[-1])),
-        "n_generated": len(labels), "n_per_genre": n_per_genre, "seed": seed, "inversion": "griffin-lim",
+        "n_generated": len(labels), "n_per_genre": n_per_genre, "seed": seed, "inversion": inversion.name,
         "accuracy_generated": acc_gen, "accuracy_generated_features": acc_feat,
         "judges_agree": float((pred == pred_f).float().mean()),
         "accuracy_ceiling": ceiling, "accuracy_ceiling_features": ceiling_f,
@@ -243,14 +246,46 @@ def griffin_lim_bound(data: EvaluationData, seed: int) -> dict:
                                       "mel_spectral_convergence_db")}}
 
 
+def inversion_bounds(data: EvaluationData, vocoders, seed: int) -> dict:
+    """The upper bound per inversion: real held-out clips (the judges' clip length) -> mel -> inversion ->
+    audio, with spectral convergence and log-spectral distance (the front end's STFT), mel L1 after
+    re-analysis and both judges' accuracy; Griffin-Lim and every vocoder in ``vocoders`` of this spectrogram."""
+    from ..frontend import log_spectral_distance, spectral_convergence, stft_magnitude
+    from ..inversion import GriffinLim, load_inversion
+    samples = round(data.judge.spec.clip_seconds * data.rate)
+    held = data.real(samples)["heldout"]
+    wave, labels = data.clips(held.chunks, samples)
+    mels = torch.cat([data.fe(wave[i:i + 32].to(data.device)).cpu() for i in range(0, len(wave), 32)])
+    inversions = [GriffinLim(data.fe)]
+    for v in vocoders:
+        try:
+            inversions.append(load_inversion(str(v), data.spec, device=data.device))
+        except ConfigError:            # a vocoder of another spectrogram: it belongs to another section
+            continue
+    rows = {}
+    for inv in inversions:
+        torch.manual_seed(seed)
+        rec = invert(mels, data.fe, samples, inversion=inv)
+        pred, pred_f = data.judge_audio(rec, labels).predictions()
+        s_ref, s_rec = stft_magnitude(wave, data.spec), stft_magnitude(rec, data.spec)
+        rows[inv.name] = {"spectral_convergence_db": spectral_convergence(s_ref, s_rec),
+                          "log_spectral_distance_db": log_spectral_distance(s_ref, s_rec),
+                          "mel_l1": float((data.fe(rec.to(data.device)).cpu() - mels).abs().mean()),
+                          "judge_accuracy": float((pred == labels).float().mean()),
+                          "feature_judge_accuracy": float((pred_f == labels).float().mean())}
+    return {"n_clips": len(labels), "clip_seconds": samples / data.rate, "rows": rows}
+
+
 def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_per_genre: int = 16,
                   judge_steps: int = JUDGE_STEPS, seed: int = 0, ratings=None, test_id: str | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, vocoders=()) -> dict:
     """Evaluate every run in ``run_dirs``; write ``metrics.json``, ``metrics.md`` and PNGs to ``out_dir``.
 
     ``ratings``: a listening-test CSV (default: ``listening_test.csv`` in the folder holding the
     first run, when it exists) for the MOS column; ``test_id``: only that blind test's ratings
-    (default: all of the file, matched to runs by run name). Returns the metrics dict that
+    (default: all of the file, matched to runs by run name); ``vocoders``: vocoder runs whose upper bound
+    (real -> vocoder -> judge) is reported per data setting next to Griffin-Lim's (the vocoders recorded for
+    the runs are added). Returns the metrics dict that
     ``metrics.json`` holds.
     """
 
@@ -292,6 +327,10 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
         runs.append(result)
         del recipe  # free the model before loading the next one
     reference = [judge_validity(d, seed, out) for d in datas.values()]
+    from ..inversion import recorded_vocoder
+    vocoders = list(dict.fromkeys([*map(str, vocoders), *(str(v) for v in map(recorded_vocoder, run_dirs) if v)]))
+    for ref, d in zip(reference, datas.values()):
+        ref["inversions"] = inversion_bounds(d, vocoders, seed)
     for ref in reference:
         for kind, v in ref["verdict"].items():
             if not v["valid"]:

@@ -159,6 +159,19 @@ def run_markdown(r: dict) -> list[str]:
     return lines + [""]
 
 
+def inversions_markdown(bounds: dict | None) -> list[str]:
+    """The upper bound per inversion (real held-out -> mel -> inversion -> judges) as markdown lines."""
+    if not bounds:
+        return []
+    lines = [f"### Upper bound per inversion ({bounds['n_clips']} real held-out clips of {bounds['clip_seconds']:.1f} s "
+             f"-> mel -> inversion)", "",
+             "| inversion | SC (dB) | LSD (dB) | mel L1 | network judge | feature judge |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in bounds["rows"].items():
+        lines.append(f"| {name} | {_num(r['spectral_convergence_db'], '.1f')} | {_num(r['log_spectral_distance_db'], '.1f')} "
+                     f"| {_num(r['mel_l1'], '.3f')} | {_pct(r['judge_accuracy'])} | {_pct(r['feature_judge_accuracy'])} |")
+    return lines + [""]
+
+
 def render_markdown(metrics: dict) -> str:
     lines = ["# nmusic evaluation", ""]
     for w in metrics.get("warnings") or []:
@@ -196,6 +209,7 @@ def render_markdown(metrics: dict) -> str:
                               for g, top in ref["feature_judge"]["top_features"].items()), ""]
         if ref["images"].get("confusion_real"):
             lines += [f"![real held-out confusion]({ref['images']['confusion_real']})", ""]
+        lines += inversions_markdown(ref.get("inversions"))
     for r in metrics["runs"]:
         lines += run_markdown(r)
     if metrics.get("mos"):

@@ -176,7 +176,8 @@ def cmd_demo(a):
 
 def cmd_evaluate(a):
     from ..evaluation.evaluate import evaluate_runs
-    metrics = evaluate_runs(a.run_dirs, out_dir=a.out, cache_path=a.cache, device=a.device, n_per_genre=a.n)
+    metrics = evaluate_runs(a.run_dirs, out_dir=a.out, cache_path=a.cache, device=a.device, n_per_genre=a.n,
+                            vocoders=a.vocoder)
     print(f"wrote {Path(a.out) / 'metrics.md'} and metrics.json")
     print((Path(a.out) / "metrics.md").read_text())
     return metrics
@@ -275,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", default=None, help="real data cache (default: the run's own, recorded in run.json, or DEMO/data/cache.pt)")
     s.add_argument("--n", type=int, default=16, help="generated clips per genre")
     s.add_argument("--device", default="auto")
+    s.add_argument("--vocoder", action="append", default=[], metavar="VOCODER_RUN",
+                   help="also report real -> this vocoder -> judges next to Griffin-Lim (repeatable; the runs' "
+                        "recorded vocoders are added, and make their generated audio)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("bench", help="training/sampling/data throughput in the paper's units (kHz)")

@@ -58,6 +58,9 @@ def test_evaluate_writes_table1_and_metrics(evaluated):
         assert 0 <= acc["accuracy"] <= 1 and sorted(acc["per_genre"]) == sorted(genres), key
     assert sum(map(sum, run["accuracy_generated"]["confusion"])) == run["n_generated"]
     assert 0 <= run["judges_agree"] <= 1
+    assert run["inversion"] == "griffin-lim-32"
+    bounds = m["reference"][0]["inversions"]
+    assert list(bounds["rows"]) == ["griffin-lim-32"] and "Upper bound per inversion" in md
     assert run["fd"] > 0 and run["n_reference"] >= 2
     assert (run["fd_floor"] is None) == (run["n_floor"] < 2)
     o = run["originality"]
@@ -156,3 +159,24 @@ def test_training_speed():
     assert s["train_khz"] == pytest.approx(10 * 4 * 2 * 32 * 256 / 2.0 / 1000)
     assert training_speed({"step": 0, "elapsed_s": 0.0, "model_config": {"batch_size": 4, "clip_frames": 8}},
                           spec)["train_khz"] is None
+
+
+def test_upper_bound_per_inversion_with_a_vocoder(quick_demo, tmp_path):
+    """real -> vocoder -> judges next to Griffin-Lim; a vocoder of another spectrogram is left to its own section."""
+    from nmusic.config import resolve
+    from nmusic.evaluation.evaluate import inversion_bounds
+    from nmusic.evaluation.report import inversions_markdown
+    from nmusic.models.vocoder import PRESETS
+    from nmusic.training.runs import train_model
+    demo, report = quick_demo
+    small = {"dim": 16, "intermediate_dim": 32, "num_layers": 2, "clip_frames": 16, "batch_size": 2}
+    voc = tmp_path / "voc"
+    train_model("vocoder", "tiny", resolve(PRESETS, "tiny", small), demo / "data" / "cache.pt", voc, steps=2,
+                progress=False, device="cpu")
+    data = EvaluationData(demo / "data" / "cache.pt", SpecParams(), 0, torch.device("cpu"))
+    data.judges(tmp_path, 20, progress=False)          # the demo's, reused
+    bounds = inversion_bounds(data, [voc], seed=0)
+    assert list(bounds["rows"]) == ["griffin-lim-32", "vocoder:voc"]
+    for r in bounds["rows"].values():
+        assert 0 <= r["judge_accuracy"] <= 1 and r["mel_l1"] >= 0 and r["log_spectral_distance_db"] > 0
+    assert "| vocoder:voc |" in "\n".join(inversions_markdown(bounds))
