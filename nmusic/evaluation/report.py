@@ -127,7 +127,7 @@ def run_markdown(r: dict) -> list[str]:
              f"{MODEL_NAMES.get(r['model'], r['model'])} `{r['preset']}` at step {r['step']} "
              f"(`{Path(r['checkpoint']).name if r.get('checkpoint') else '?'}`, {r.get('checkpoint_choice') or '?'}; "
              f"{r['spec']} spectrogram), {r['n_per_genre']} clips of {r['clip_seconds']:.1f} s per genre, inverted "
-             f"with Griffin-Lim.", "",
+             f"with {r.get('inversion', 'griffin-lim-32')} (the ceilings: real clips after Griffin-Lim).", "",
              "| genre asked for | network judge agrees | ceiling | feature judge agrees | ceiling |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for g in genres:
@@ -232,7 +232,7 @@ def demo_markdown(r: dict, out: Path, metrics: dict) -> str:
         f"- parameters: {r['params']:,}", f"- training: {r['steps']} steps in {r['train_seconds']:.0f} s on "
         f"{r['device']} ({r['train_khz']:.1f} kHz of audio per second); samples from `{Path(r['checkpoint']).name}`",
         f"- **{g['judge_accuracy']:.1%}** of {g['clips_per_genre']} generated clips per genre (inverted to audio with "
-        f"Griffin-Lim) are assigned the genre asked for by the network judge (ceiling: {g['ceiling']:.1%} of real "
+        f"{r.get('inversion', 'griffin-lim-32')}) are assigned the genre asked for by the network judge (ceiling: {g['ceiling']:.1%} of real "
         f"held-out clips after the same inversion); the feature judge says {g['feature_judge_accuracy']:.1%} "
         f"(ceiling {g['ceiling_features']:.1%}); they agree on {g['judges_agree']:.0%}",
         f"- judges held to account ({validity}): trivial fakes score {fakes} with the network judge "

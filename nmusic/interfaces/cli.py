@@ -169,7 +169,8 @@ def cmd_generate(a):
 
 def cmd_demo(a):
     from .demo import run_demo
-    report = run_demo(a.out, model=a.model, quick=a.quick, budget_s=a.budget, seed=a.seed, device=a.device)
+    report = run_demo(a.out, model=a.model, quick=a.quick, budget_s=a.budget, seed=a.seed, device=a.device,
+                      vocoder=a.vocoder)
     print(f"report: {Path(a.out) / 'report.md'}")
     _print_json({k: report[k] for k in ("model", "preset", "params", "train_seconds", "train_khz")})
 
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=float, default=None, help="training seconds (default: fits 15 min in all)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
+    s.add_argument("--vocoder", default=None, metavar="VOCODER_RUN",
+                   help="make the run's audio with this trained vocoder (recorded in the run) instead of Griffin-Lim")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("evaluate", help="metrics for trained runs: genre accuracy, FD, originality, Table 1")

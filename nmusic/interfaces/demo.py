@@ -48,7 +48,7 @@ QUICK = DemoBudget(files_per_genre=3, seconds_per_file=6.0, train_seconds=8.0, j
 
 
 def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float | None = None, seed: int = 0,
-             progress: bool = True, device: str = "auto") -> dict:
+             progress: bool = True, device: str = "auto", vocoder=None) -> dict:
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +68,9 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     summary = train_model(model, "tiny", cfg, cache_path=cache_path, run_dir=run_dir, steps=None,
                           time_budget_s=train_seconds, resume=True, device=str(dev), seed=seed, progress=progress)
 
+    if vocoder is not None:   # a trained vocoder run makes the run's audio (evaluation, samples) from now on
+        from ..inversion import record_vocoder
+        record_vocoder(run_dir, vocoder)
     metrics = evaluate_runs([run_dir], out / "eval", cache_path=cache_path, device=str(dev),
                             n_per_genre=budget.eval_per_genre, judge_steps=budget.judge_steps, seed=seed,
                             progress=progress)
@@ -75,12 +78,14 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
 
     recipe, ckpt = load_run(run_dir, device=dev)
     fe = MelFrontEnd(spec).to(dev)
+    from ..inversion import load_inversion
+    inversion = load_inversion(None, spec, device=dev, run_dir=run_dir)
     genres_report = {}
     mels, labels = sample_per_genre(recipe, budget.n_per_genre, seed)
     for gid, genre in enumerate(cache.genres):
         names = [f"{genre}_{i}" for i in range(budget.n_per_genre)]
         files = write_clips(mels[labels == gid], fe, out / "samples", names,
-                            [f"{model} tiny · asked for {genre}"] * budget.n_per_genre)
+                            [f"{model} tiny · asked for {genre}"] * budget.n_per_genre, inversion=inversion)
         genres_report[genre] = {"files": files, "judge_accuracy": run["accuracy_generated"]["per_genre"][genre],
                                 "feature_judge_accuracy": run["accuracy_generated_features"]["per_genre"][genre]}
     rows = ref["rows"]
@@ -88,6 +93,7 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
         "model": model, "preset": "tiny", "params": summary["params"],
         "train_seconds": summary["train_seconds"], "train_khz": summary["train_khz"],
         "steps": summary["steps"], "device": summary["device"], "checkpoint": run["checkpoint"],
+        "inversion": inversion.name,
         "genres": genres_report, "genre_list": cache.genres, "spec": to_dict(spec), "run_dir": str(run_dir),
         "dataset_hours": manifest.hours_per_genre(),
         "judges": {
