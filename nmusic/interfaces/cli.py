@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--device", default="auto")
     s.add_argument("--vocoder", default=None, metavar="VOCODER_RUN",
-                   help="how mels become audio: a run trained with `nmusic train vocoder`, or griffin-lim[-N] "
+                   help="how mels become audio: a run trained by nmusic train vocoder, or griffin-lim[-N] "
                         "(default: the vocoder recorded for RUN_DIR, else Griffin-Lim)")
     s.add_argument("--remember", action="store_true", help="record --vocoder as RUN_DIR's default from now on")
     s.set_defaults(fn=cmd_generate)
