@@ -111,3 +111,19 @@ def test_vocode_pads_or_trims_to_length_and_checks_shape():
     assert recipe.vocode(mel[0], length=100).shape == (1, 100)
     with pytest.raises(ConfigError, match="n_mels|64"):
         recipe.vocode(torch.zeros(1, 80, 10))
+
+
+def test_phase_prior_turns_a_held_note_and_chunks_keep_the_global_frame_index():
+    recipe = small_recipe()
+    G = recipe.unwrap(recipe.modules["generator"])
+    n_fft, hop = recipe.spec.n_fft, recipe.spec.hop_length
+    phase = G.linear_phase(9, 0)
+    k = 3
+    expected = 2 * torch.pi * k * hop * torch.arange(9) / n_fft
+    assert torch.allclose(torch.polar(torch.ones(9), phase[0, k]), torch.polar(torch.ones(9), expected), atol=1e-4)
+    assert torch.allclose(G.linear_phase(5, torch.tensor([4]))[0], phase[0, :, 4:], atol=1e-6)
+    # the prior makes the output depend on where a chunk starts: a wrong offset would leave seams
+    mel = torch.rand(1, recipe.spec.n_mels, 120) * 2 - 1
+    whole = G(mel)
+    assert torch.allclose(G(mel[..., 50:], 50)[0, 2000:5000], whole[0, 50 * hop + 2000:50 * hop + 5000], atol=1e-5)
+    assert not torch.allclose(G(mel[..., 50:], 0)[0, 2000:5000], whole[0, 50 * hop + 2000:50 * hop + 5000], atol=1e-3)

@@ -65,6 +65,7 @@ class VocoderConfig:
     intermediate_dim: int = 384
     num_layers: int = 4
     magnitude_prior: bool = True               # start from the mel's pseudo-inverse magnitude (FreeV)
+    phase_prior: bool = True                   # add each bin's phase-vocoder advance to the predicted phase
     # objective
     mel_weight: float = 45.0
     stft_weight: float = 15.0
@@ -153,7 +154,7 @@ def chunk_windows(n_frames: int, chunk: int, context: int) -> list[tuple[int, in
 
 
 def chunked_frames(fn, mel: torch.Tensor, hop: int, chunk: int, context: int, batch: int) -> torch.Tensor:
-    """``fn`` (mel ``(b, n_mels, f)`` -> wave ``(b, (f-1)*hop)``) over ``mel`` ``(B, n_mels, frames)`` in windows
+    """``fn`` (mel ``(b, n_mels, f)``, first frames ``(b,)`` -> wave ``(b, (f-1)*hop)``) over ``mel`` ``(B, n_mels, frames)`` in windows
     of :func:`chunk_windows`, ``batch`` windows per call, stitched to ``(B, (frames-1)*hop)``.
 
     Kept frames ``[s, e)`` give samples ``[s*hop, e*hop)`` (the last chunk ends at ``(frames-1)*hop``); with
@@ -161,13 +162,13 @@ def chunked_frames(fn, mel: torch.Tensor, hop: int, chunk: int, context: int, ba
     B, _, n = mel.shape
     wins = chunk_windows(n, chunk, context)
     if len(wins) == 1 and B <= batch:
-        return fn(mel)
+        return fn(mel, 0)
     total = (n - 1) * hop
     jobs = [(b, w) for b in range(B) for w in wins]
     out = None
     for i in range(0, len(jobs), batch):
         part = jobs[i:i + batch]
-        wave = fn(torch.stack([mel[b, :, w[0]:w[1]] for b, w in part]))
+        wave = fn(torch.stack([mel[b, :, w[0]:w[1]] for b, w in part]), torch.tensor([w[0] for _, w in part]))
         if out is None:
             out = torch.zeros(B, total, dtype=wave.dtype, device=wave.device)
         for (b, (ws, _, s, e)), y in zip(part, wave):
@@ -194,7 +195,7 @@ class VocoderRecipe(Recipe):
                               f"parameters; build it with nmusic.frontend.spec_preset(config.spec)")
         check_config(c, spec)
         G = VocosGenerator(spec.n_mels, spec.n_fft, spec.hop_length, c.dim, c.intermediate_dim, c.num_layers,
-                           MelFrontEnd(spec) if c.magnitude_prior else None)
+                           MelFrontEnd(spec) if c.magnitude_prior else None, c.phase_prior)
         D = WaveDiscriminators(c.periods, c.mrd_fft_sizes, c.mrd_channels)
         self.modules = {"generator": G, "discriminator": D}
         self.optimizers = {"generator": torch.optim.AdamW(G.parameters(), lr=c.lr, betas=c.betas),

@@ -26,11 +26,14 @@ class VocosGenerator(torch.nn.Module):
     2024): the head's log-magnitude is added to ``log`` of the front end's pseudo-inverse of the mel
     (the spectrogram Griffin-Lim starts from) and starts at zero, so the network learns a correction and
     the phase instead of the whole magnitude; FreeV reports about half the training steps of Vocos for
-    the same quality. The head runs in float32 outside autocast (complex tensors have no bf16/fp16
+    the same quality. With ``phase_prior`` the head's phase is added to the phase-vocoder advance of each
+    bin's centre frequency (:meth:`linear_phase`): a frame-rate convolution network is shift-equivariant
+    and cannot make the phase of a held note turn from frame to frame by itself, the prior does, and the
+    network predicts what is left (constant for a held note at a bin centre). The head runs in float32 outside autocast (complex tensors have no bf16/fp16
     kernels, and ``exp`` of a log-magnitude wants the range)."""
 
     def __init__(self, n_mels: int, n_fft: int, hop_length: int, dim: int, intermediate_dim: int, num_layers: int,
-                 front_end=None):
+                 front_end=None, phase_prior: bool = False):
         super().__init__()
         self.backbone = VocosBackbone(input_channels=n_mels, dim=dim, intermediate_dim=intermediate_dim,
                                       num_layers=num_layers)
@@ -38,6 +41,8 @@ class VocosGenerator(torch.nn.Module):
         self.num_layers = num_layers
         self.n_fft, self.hop_length = n_fft, hop_length
         self.front_end = front_end
+        self.phase_prior = phase_prior
+        self.register_buffer("bins", torch.arange(n_fft // 2 + 1), persistent=False)
         if front_end is not None:       # the magnitude correction starts at zero: the prior as it is
             n_bins = n_fft // 2 + 1
             with torch.no_grad():
@@ -50,7 +55,17 @@ class VocosGenerator(torch.nn.Module):
         look 3 frames each way (kernel 7), and the iSTFT overlaps ``n_fft / hop`` frames."""
         return 3 * (self.num_layers + 1) + -(-self.n_fft // self.hop_length) + 1
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def linear_phase(self, n_frames: int, frame_offset) -> torch.Tensor:
+        """``(B or 1, bins, frames)``: the phase a steady sinusoid at each bin's centre frequency has in frame
+        ``frame_offset + t`` (``2 pi k hop t / n_fft``, computed exactly in integers modulo ``n_fft``)."""
+        t = torch.arange(n_frames, device=self.bins.device)
+        t = t[None] + torch.as_tensor(frame_offset, device=t.device).reshape(-1, 1)
+        turns = (self.bins[None, :, None] * (self.hop_length * t[:, None, :] % self.n_fft)) % self.n_fft
+        return turns.float() * (2 * math.pi / self.n_fft)
+
+    def forward(self, mel: torch.Tensor, frame_offset=0) -> torch.Tensor:
+        """``frame_offset``: the index of ``mel``'s first frame in the whole signal (an int or ``(B,)``); only
+        the phase prior reads it, so a chunk vocoded alone equals the same frames vocoded with the rest."""
         h = self.backbone(mel)
         with torch.autocast(h.device.type, enabled=False):
             x = self.head.out(h.float()).transpose(1, 2)
@@ -58,6 +73,8 @@ class VocosGenerator(torch.nn.Module):
             if self.front_end is not None:
                 prior = self.front_end.linear_spectrogram(mel.float())
                 log_mag = log_mag + torch.log(prior.clamp_min(self.front_end.params.log_floor))
+            if self.phase_prior:
+                phase = phase + self.linear_phase(mel.shape[-1], frame_offset)
             mag = torch.exp(log_mag.clamp(max=math.log(1e2)))
             return self.head.istft(torch.polar(mag, phase))
 
