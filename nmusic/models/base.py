@@ -41,7 +41,8 @@ class StepContext:
     forward pass (bf16/fp16 on GPU, no-op otherwise); ``backward(loss)`` scales the loss when fp16
     is on; ``optimizer_step(optimizer)`` unscales, clips and steps through the grad scaler. Recipes
     must use these three so that mixed precision works. ``rank``/``world_size`` describe
-    distributed training (0/1 on a single device).
+    distributed training (0/1 on a single device). ``extras["wave"]`` is the batch's real waveform
+    ``(B, samples)`` the ``mel`` was analysed from (a vocoder learns from it).
     """
 
     step: int
