@@ -98,6 +98,14 @@ def recorded_vocoder(run_dir) -> Path | None:
     return p if p.is_absolute() else record.parent / p
 
 
+def split_vocoders(run_dirs) -> tuple[list[Path], list[Path]]:
+    """``(model runs, vocoder runs)`` of ``run_dirs``, by the model each ``run.json`` names (order kept)."""
+    models, vocoders = [], []
+    for r in map(Path, run_dirs):
+        (vocoders if read_json(r / "run.json").get("model") == "vocoder" else models).append(r)
+    return models, vocoders
+
+
 def load_inversion(choice, spec: SpecParams, device="auto", run_dir=None, model_label: str | None = None) -> Inversion:
     """The inversion for mels of spectrogram ``spec`` (a model run's, made by ``run_dir``).
 

@@ -89,7 +89,9 @@ from nmusic.errors import ConfigError, NmusicError  # noqa: E402
 from nmusic.interfaces.notebook import ensure_cache  # noqa: E402
 from nmusic.training.runs import find_cache, find_runs  # noqa: E402
 
-RUN_DIRS = [Path(r) for r in RUN_DIRS] or find_runs(WORK / "runs")
+from nmusic.inversion import split_vocoders  # noqa: E402
+
+RUN_DIRS, VOCODERS = split_vocoders([Path(r) for r in RUN_DIRS] or find_runs(WORK / "runs"))  # notebook 05's vocoders
 if not RUN_DIRS and PROFILE.name == "test":
     from nmusic.frontend import spec_preset
     from nmusic.models.cmelgan import PRESETS
@@ -99,7 +101,7 @@ if not RUN_DIRS and PROFILE.name == "test":
     train_model("cmelgan", "tiny", cfg, ensure_cache(WORK, PROFILE, spec_preset(cfg.spec).sample_rate),
                 WORK / "runs" / "cmelgan-tiny", time_budget_s=PROFILE.train_seconds, progress=False,
                 train_overrides=dict(val_every=0, sample_every=0))
-    RUN_DIRS = find_runs(WORK / "runs")
+    RUN_DIRS, VOCODERS = split_vocoders(find_runs(WORK / "runs"))
 if not RUN_DIRS:
     raise NmusicError(f"no trained runs under {WORK / 'runs'}: train one (notebook 03, `nmusic train`) or set RUN_DIRS")
 
@@ -115,14 +117,16 @@ if CACHE is None:
     except ConfigError:
         CACHE = ensure_cache(WORK, PROFILE, SAMPLE_RATE)
 RATINGS_CSV = RUN_DIRS[0].parent / "listening_test.csv"
-print("runs:", [r.name for r in RUN_DIRS])
+print("runs:", [r.name for r in RUN_DIRS], "| vocoders:", [r.name for r in VOCODERS])
 print("real audio:", Path(CACHE).name)
 
 # %% [markdown]
 # ## Generate and compare
 # Pick a genre, the models, a seed and a temperature (scales the noise of cMelGAN, sharpens or
 # flattens MelNet's mixtures), then press **Generate**: each model's clip, a real held-out clip of
-# that genre, and the real clip after mel → Griffin-Lim, each with its spectrogram and a player.
+# that genre, and the real clip after mel → Griffin-Lim (and after each vocoder of notebook 05), each
+# with its spectrogram and a player. The *inversion* menu makes the models' audio with Griffin-Lim, a
+# vocoder, or the one recorded for each run.
 
 # %%
 
@@ -130,7 +134,7 @@ from nmusic.data.cache import AudioCache  # noqa: E402
 from nmusic.interfaces.widgets import GeneratePanel  # noqa: E402
 
 cache = AudioCache.load(CACHE, sample_rate=SAMPLE_RATE)
-panel = GeneratePanel(RUN_DIRS, cache, device=DEVICE)
+panel = GeneratePanel(RUN_DIRS, cache, device=DEVICE, vocoders=VOCODERS)
 panel.generate()  # one draw right away; change the controls and press Generate for more
 panel
 
@@ -199,7 +203,7 @@ from nmusic.evaluation.report import table1_markdown, validity_markdown  # noqa:
 
 metrics = evaluate_runs(RUN_DIRS, WORK / "eval", cache_path=CACHE, device=DEVICE,
                         n_per_genre=4 * PROFILE.n_generate, judge_steps=PROFILE.judge_steps,
-                        ratings=RATINGS_CSV, test_id=test.test_id, progress=False)
+                        ratings=RATINGS_CSV, test_id=test.test_id, progress=False, vocoders=VOCODERS)
 for ref in metrics["reference"]:
     display(Markdown(validity_markdown(ref)))
 

@@ -291,7 +291,9 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
 
     if n_per_genre < 2:
         raise ConfigError(f"--n must be at least 2 clips per genre (got {n_per_genre}); statistics need several")
-    run_dirs = [Path(r) for r in run_dirs]
+    from ..inversion import split_vocoders
+    run_dirs, given = split_vocoders(run_dirs)     # vocoder runs among them: upper-bound rows, not models
+    vocoders = [*vocoders, *given]
     if not run_dirs:
         raise ConfigError("give at least one run directory to evaluate")
     dev = resolve_device(device)
