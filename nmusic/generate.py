@@ -84,8 +84,9 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
     """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
 
     ``vocoder``: how the mels become audio (:func:`nmusic.inversion.load_inversion`): a vocoder run folder,
-    ``"griffin-lim"``, or None for the vocoder recorded for the run, else Griffin-Lim. The checkpoint is the one :func:`nmusic.training.runs.load_run` picks (the one ``nmusic evaluate``
-    and the notebooks use too); with ``progress`` it is named on stderr.
+    ``"griffin-lim"``, or None for the vocoder recorded for the run, else Griffin-Lim. The checkpoint is the
+    one :func:`nmusic.training.runs.load_run` picks (the one ``nmusic evaluate`` and the notebooks use too);
+    with ``progress`` it is named on stderr.
     """
     from .inversion import load_inversion
     from .training.runs import describe_checkpoint, load_run
@@ -96,6 +97,9 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
     recipe, ckpt = load_run(run_dir, device=dev)
     if progress:
         print(f"{run_dir}: {describe_checkpoint(ckpt)}", file=sys.stderr)
+    if recipe.name == "vocoder":
+        raise NmusicError(f"{run_dir} is a vocoder: it turns spectrograms into audio and generates none; give a "
+                          f"model run and this one as --vocoder {run_dir}")
     inversion = load_inversion(vocoder, recipe.spec, device=dev, run_dir=run_dir, model_label=f"the model run {run_dir}")
     if progress:
         print(f"inversion: {inversion.name}", file=sys.stderr)

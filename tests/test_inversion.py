@@ -108,5 +108,7 @@ def test_generate_cli_uses_the_vocoder_and_remembers_it(cache_path, vocoder_run,
     assert main(["generate", str(model), "--genre", "edm", "--n", "1", "--out", str(tmp_path / "gl"),
                  "--vocoder", "griffin-lim", "--device", "cpu"]) == 0
     assert "inversion: griffin-lim-32" in capsys.readouterr().err
+    assert main(["generate", str(vocoder_run), "--genre", "edm", "--device", "cpu"]) == 2
+    assert "is a vocoder" in capsys.readouterr().err
     from nmusic.inversion import split_vocoders
     assert split_vocoders([vocoder_run, model]) == ([model], [vocoder_run])
