@@ -93,7 +93,8 @@ def main(argv=None):
         if not cache_path.is_file():
             from nmusic.data.embedded import prepare_embedded
             prepare_embedded(work, 16, 30.0, spec.sample_rate, progress=False)
-    result: dict = {"cache": str(cache_path), "threads": a.threads, "load_average_at_start": os.getloadavg()}
+    data_name = "the embedded dataset (16 files x 30 s per genre, 16 kHz)" if not a.cache else Path(a.cache).name
+    result: dict = {"data": data_name, "threads": a.threads, "load_average_at_start": os.getloadavg()}
 
     # --- budget and training ------------------------------------------------------------------------
     if a.steps is None:
