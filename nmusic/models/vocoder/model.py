@@ -6,11 +6,16 @@ Why this architecture
     a phase, and one inverse STFT with the front end's own ``n_fft``/``hop_length`` makes the waveform.
     HiFi-GAN and MelGAN upsample to sample rate with transposed convolutions, so most of their compute
     runs ``hop_length`` (256) times per frame; Vocos runs every layer once per frame, which makes it the
-    cheapest well-tested neural vocoder on a CPU (its paper reports ~13x HiFi-GAN's speed on a CPU at equal
-    quality) and lets a ``tiny`` model train on two CPU cores. The iSTFT head also makes chunked
+    cheapest well-tested neural vocoder on a CPU (its paper reports an order of magnitude over HiFi-GAN's
+    CPU speed) and lets a ``tiny`` model train on two CPU cores. The iSTFT head also makes chunked
     inversion exact: one output sample depends on a fixed, small number of frames
     (:attr:`~.networks.VocosGenerator.context_frames`). HiFi-GAN V2 (0.92M parameters) was the other
-    cheap option; its upsampling stack costs ~5x more per second of audio at that size.
+    cheap option; its transposed-convolution stack runs its last layers at sample rate.
+    Two priors make the ``tiny`` model useful within minutes (:class:`~.networks.VocosGenerator`): the
+    magnitude is a learned correction of the mel's least-squares inverse (FreeV), and the phase is
+    added to each bin's phase-vocoder advance (``magnitude_prior``, ``phase_prior``). Measured on the
+    embedded dataset after 2,040 CPU steps (README): without the phase prior, 1,600 steps reached
+    what 400 steps reach with it.
 
 Why the ``vocos`` package
     It installs beside our torch without changing it, importing it fetches nothing (its pretrained
