@@ -5,7 +5,7 @@
     nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report
     nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file
     nmusic train     MODEL --cache CACHE --run RUN_DIR [--preset P] [--set k=v] [--config F] [--resume]
-    nmusic generate  RUN_DIR --genre G --n K --out DIR
+    nmusic generate  RUN_DIR --genre G --n K --out DIR [--seconds S] [--prime FILE] [--truncation T]
     nmusic demo      --out DIR [--model cmelgan|melnet] [--quick]
     nmusic evaluate  RUN_DIR [RUN_DIR ...] --out DIR
     nmusic bench     [--quick]
@@ -156,7 +156,8 @@ class _TrainHelp(argparse.Action):
 def cmd_generate(a):
     from ..generate import generate
     files = generate(a.run_dir, genre=a.genre, n=a.n, out_dir=a.out, seed=a.seed, temperature=a.temperature,
-                     device=a.device)
+                     device=a.device, seconds=a.seconds, prime=a.prime, prime_seconds=a.prime_seconds,
+                     truncation=a.truncation)
     for f in files:
         print(f)
 
@@ -242,12 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("generate", help="sample WAVs + spectrogram PNGs of a genre from a trained run")
     s.add_argument("run_dir")
-    s.add_argument("--genre", required=True)
+    s.add_argument("--genre", required=True, help="a genre, or a blend for cMelGAN: edm:0.7,lofi:0.3")
     s.add_argument("--n", type=int, default=4)
     s.add_argument("--out", default=None, help="default: RUN_DIR/generated")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--device", default="auto")
+    s.add_argument("--seconds", type=float, default=None,
+                   help="length of each clip (default: the model's training clip; with --prime, prime + one clip)")
+    s.add_argument("--prime", default=None, metavar="FILE", help="MelNet: an audio file to continue")
+    s.add_argument("--prime-seconds", type=float, default=None, help="use the first seconds of --prime (default all)")
+    s.add_argument("--truncation", type=float, default=None,
+                   help="cMelGAN: truncate the latent normal to [-t, t] (smaller: safer, less varied)")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("demo", help="the whole job on the embedded dataset: data -> train -> generate -> report")
