@@ -39,7 +39,7 @@ class GenerationError(NmusicError):
 # --- length -------------------------------------------------------------------------------------------
 def frames_for_seconds(spec: SpecParams, seconds: float) -> int:
     """The fewest frames whose audio lasts at least ``seconds`` (``spec.seconds(frames) >= seconds``)."""
-    return max(2, math.ceil(seconds * spec.sample_rate / spec.hop_length) + 1)
+    return max(2, math.ceil(seconds * spec.sample_rate / spec.hop_length - 1e-9) + 1)
 
 
 def check_length(recipe, seconds: float | None, argument: str = "--seconds") -> int | None:
