@@ -58,7 +58,26 @@ def long_clip_accuracy(recipe, judge, front_end, seconds: float, native_seconds:
         hop = getattr(recipe.unwrap(recipe.modules.get("generator", torch.nn.Identity())), "hop", None)
         if hop:
             out[name]["seam_profile"] = seam_profile(mels, hop).tolist()
+        frames = recipe.spec.frames(int(round(window_s * rate))) - 1
+        if mels.shape[-1] >= 2 * frames:
+            out[name]["window_repetition"] = window_repetition(mels, labels, frames)
     return out
+
+
+def window_repetition(mels: torch.Tensor, labels: torch.Tensor, frames: int) -> float:
+    """How much a long clip repeats itself: the mean L1 distance between consecutive windows of
+    ``frames`` of one clip, over that between the same windows of other clips of the same genre.
+    About 1: its windows differ as much as different clips do; near 0: a loop."""
+    n = mels.shape[-1] // frames
+    w = mels[..., : n * frames].unflatten(-1, (n, frames))                  # (N, F, n, frames)
+    within = (w[:, :, 1:] - w[:, :, :-1]).abs().mean()
+    across = []
+    for g in labels.unique():
+        idx = torch.nonzero(labels == g)[:, 0]
+        if len(idx) > 1:
+            a = w[idx]
+            across.append((a[:, :, 1:] - a.roll(1, dims=0)[:, :, :-1]).abs().mean())
+    return float(within / torch.stack(across).mean())
 
 
 def seam_profile(mels: torch.Tensor, hop: int) -> torch.Tensor:

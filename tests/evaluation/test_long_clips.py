@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nmusic.evaluation.judge import Judge, JudgeNet, JudgeSpec
-from nmusic.evaluation.long_clips import blend_probabilities, seam_profile, window_accuracy
+from nmusic.evaluation.long_clips import blend_probabilities, seam_profile, window_accuracy, window_repetition
 from nmusic.frontend import MelFrontEnd, SpecParams
 from nmusic.models.cmelgan import CMelGANConfig, CMelGANRecipe
 
@@ -52,3 +52,12 @@ def test_blend_probabilities_walk_from_one_genre_to_another(one_thread):
     probs = torch.tensor(out["probabilities"])
     assert probs.shape == (3, 3) and torch.allclose(probs.sum(1), torch.ones(3))
     assert (probs[:, 2] > 0.99).all() and out["assigned"][1] == [0.0, 0.0, 1.0]
+
+
+def test_window_repetition_spots_a_loop():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    fresh = torch.rand(6, 8, 40, generator=g)
+    assert 0.8 < window_repetition(fresh, labels, 10) < 1.2
+    looped = torch.rand(6, 8, 10, generator=g).repeat(1, 1, 4)
+    assert window_repetition(looped, labels, 10) < 0.01
