@@ -76,6 +76,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -309,10 +310,10 @@ class CMelGANRecipe(Recipe):
         if not c.time_latent:
             return G(self.noise(B), genre)
         base = self.unwrap(self.modules["generator"]).columns
-        columns = base + int(torch.randint(0, int(c.crop_extra * base) + 1, ()))
+        columns = base + random.randint(0, int(c.crop_extra * base))       # Python's RNG: no tensor on the host
         out = G(self.noise(B, columns=columns), genre)                      # (B, F, columns * hop)
         T = c.clip_frames
-        start = torch.randint(0, out.shape[-1] - T + 1, (B, 1)).to(out.device)
+        start = torch.randint(0, out.shape[-1] - T + 1, (B, 1), device=out.device)
         index = (start + torch.arange(T, device=out.device))[:, None, :].expand(-1, out.shape[1], -1)
         return out.gather(2, index)
 
