@@ -38,6 +38,16 @@ from nmusic.utils.files import atomic_write_json
 GENRES = ["classical", "edm", "lofi"]
 
 
+def _short(path) -> str:
+    """The last two parts of a path: results name the run and the data, not the machine's folders."""
+    p = Path(str(path))
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def _command() -> str:
+    return " ".join(["python benchmarks/length.py"] + [_short(a) if os.sep in a else a for a in sys.argv[1:]])
+
+
 def speed(args) -> dict:
     rows = []
     for model in args.models:
@@ -73,7 +83,7 @@ def speed(args) -> dict:
             rows.append(row)
             print(json.dumps(row), flush=True)
             atomic_write_json(args.out, {"rows": rows, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                                         "torch": torch.__version__, "command": " ".join(sys.argv)})
+                                         "torch": torch.__version__, "command": _command()})
     return {"rows": rows}
 
 
@@ -82,7 +92,7 @@ def judged(args) -> dict:
     from nmusic.evaluation.long_clips import blend_probabilities, continuation_accuracy, long_clip_accuracy
     from nmusic.training.runs import describe_checkpoint, load_run
 
-    out = {"command": " ".join(sys.argv)}
+    out = {"command": _command()}
     device = torch.device("cpu")
     data = None
     for kind in ("cmelgan", "melnet"):
@@ -93,8 +103,8 @@ def judged(args) -> dict:
         if data is None:
             data = EvaluationData(Path(args.cache), recipe.spec, args.seed, device)
             judge, _ = data.judges(Path(args.out).parent, args.judge_steps, True)
-            out["judge"] = {"path": data.judge_paths.get("judge"), "heldout_2s": _heldout(data, judge)}
-        info = {"run": str(run), "checkpoint": describe_checkpoint(ckpt), "step": ckpt.get("step")}
+            out["judge"] = {"path": _short(data.judge_paths.get("judge", "")), "heldout_2s": _heldout(data, judge)}
+        info = {"run": _short(run), "checkpoint": describe_checkpoint(ckpt), "step": ckpt.get("step")}
         t0 = time.perf_counter()
         if kind == "cmelgan":
             native = recipe.spec.seconds(recipe.config.clip_frames)
@@ -114,10 +124,11 @@ def judged(args) -> dict:
 
 def _heldout(data, judge) -> float:
     """The judge's accuracy on 2 s held-out real clips (its ceiling), decided as for generated clips."""
+    from nmusic.data.clips import spaced_chunks
     from nmusic.evaluation.judge import decide
     samples = round(2.0 * data.rate)
-    real = data.real(samples)["heldout"]
-    return float((decide(real.logits) == real.labels).float().mean())
+    wave, labels = data.clips(spaced_chunks(data.cache, data.val_files, samples, 8, as_many_as_fit=True), samples)
+    return float((decide(judge.embed(wave, data.rate)[1]) == labels).float().mean())
 
 
 def figures(out: dict, folder: Path) -> None:
