@@ -45,7 +45,7 @@ def _short(path) -> str:
 
 
 def _command() -> str:
-    return " ".join(["python benchmarks/length.py"] + [_short(a) if os.sep in a else a for a in sys.argv[1:]])
+    return " ".join(["python benchmarks/length.py"] + [_short(a) if os.path.isabs(a) else a for a in sys.argv[1:]])
 
 
 def speed(args) -> dict:
