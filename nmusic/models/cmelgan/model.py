@@ -162,7 +162,8 @@ def check_geometry(c: CMelGANConfig, n_mels: int) -> None:
             f"needs len(upsample_factors) + 1 = {len(f) + 1} positive integers (linear output, then one per "
             f"upsampling layer)")
     require(isinstance(c.time_latent, bool), c, "time_latent", "must be true or false")
-    require(0 <= c.crop_extra <= 4, c, "crop_extra", "must be in [0, 4] (extra latent columns, as a fraction of the clip's)")
+    require(0 <= c.crop_extra <= 4, c, "crop_extra",
+            "must be in [0, 4] (extra latent columns, as a fraction of the clip's)")
     require(len(c.res_dilations) >= 1 and _ints(c.res_dilations) and min(c.res_dilations) >= 1, c, "res_dilations",
             "must be a non-empty list of integers >= 1")
     k = c.finetune_kernels
