@@ -32,7 +32,7 @@ from ..device import resolve_device
 from ..errors import ConfigError, NmusicError
 from ..evaluation.listening_test import SCALE, BlindTest, load_ratings, rated_items, save_rating, summarise
 from ..frontend import MelFrontEnd, SpecParams, spec_name
-from ..compose import load_prime, parse_genre, sample_request
+from ..compose import GenerationError, load_prime, parse_genre, sample_request
 from ..generate import genre_id
 from ..training.runs import load_run, run_label
 
@@ -149,7 +149,11 @@ class GeneratePanel:
         gid = genre_id(list(self.cache.genres), genre)
         results: dict[str, dict] = {}
         specs: dict[SpecParams, int] = {}
-        for name in (self.runs if runs is None else runs):
+        runs = list(self.runs if runs is None else runs)
+        if prime and not any(self.load(name)[0].name == "melnet" for name in runs):
+            raise GenerationError("prime: continuing audio needs an autoregressive model (MelNet); choose a MelNet "
+                                  "run too, or clear the prime")
+        for name in runs:
             recipe, ckpt = self.load(name)
             melnet = recipe.name == "melnet"
             primed = load_prime(prime, self.front_end(recipe.spec), prime_seconds) if prime and melnet else None

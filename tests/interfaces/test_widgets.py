@@ -1,4 +1,5 @@
 """Notebook 04's panels, driven like a listener: set widget values, click the buttons."""
+import datetime
 import io
 
 import pytest
@@ -128,7 +129,8 @@ def test_generate_panel_length_blend_truncation_and_prime(quick_demo, tmp_path):
     buf = io.BytesIO()
     sf.write(buf, wave, sr, format="WAV")
     panel.prime_upload.value = ({"name": "mine.wav", "content": memoryview(buf.getvalue()), "type": "audio/wav",
-                                 "size": len(buf.getvalue()), "last_modified": 0},)
+                                 "size": len(buf.getvalue()),
+                                 "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
     assert panel.options()["prime"].read_bytes() == buf.getvalue()
     assert panel.generate() == {} and "needs an autoregressive model" in panel.status.value
     panel.prime_upload.value = ()
