@@ -80,14 +80,19 @@ def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list
 
 
 def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, temperature: float = 1.0,
-             device: str = "auto", progress: bool = True, vocoder=None) -> list[Path]:
+             device: str = "auto", progress: bool = True, seconds: float | None = None, prime=None,
+             prime_seconds: float | None = None, truncation: float | None = None, vocoder=None) -> list[Path]:
     """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
 
+    ``genre`` may be a blend (``"edm:0.7,lofi:0.3"``, cMelGAN); ``seconds`` the clip length,
+    ``prime`` an audio file to continue (MelNet; its first ``prime_seconds``), ``truncation``
+    cMelGAN's truncated latent: see :mod:`nmusic.compose`.
     ``vocoder``: how the mels become audio (:func:`nmusic.inversion.load_inversion`): a vocoder run folder,
     ``"griffin-lim"``, or None for the vocoder recorded for the run, else Griffin-Lim. The checkpoint is the
     one :func:`nmusic.training.runs.load_run` picks (the one ``nmusic evaluate`` and the notebooks use too);
     with ``progress`` it is named on stderr.
     """
+    from .compose import genre_label, load_prime, parse_genre, sample_request
     from .inversion import load_inversion
     from .training.runs import describe_checkpoint, load_run
 
@@ -103,10 +108,14 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
     inversion = load_inversion(vocoder, recipe.spec, device=dev, run_dir=run_dir, model_label=f"the model run {run_dir}")
     if progress:
         print(f"inversion: {inversion.name}", file=sys.stderr)
-    gid = genre_id(recipe.genres, genre)
-    mels = sample_mels(recipe, [gid] * n, seed=seed, temperature=temperature)
+    gid = parse_genre(genre, recipe.genres)
+    front_end = MelFrontEnd(recipe.spec).to(dev)
+    primed = None if prime is None else load_prime(prime, front_end, prime_seconds)
+    mels = sample_request(recipe, gid, n, seed=seed, seconds=seconds, temperature=temperature,
+                          truncation=truncation, prime=primed)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "generated"
-    names = [f"{recipe.name}_{genre}_{seed + i:03d}" for i in range(n)]
-    recs = write_clips(mels, MelFrontEnd(recipe.spec).to(dev), out_dir, names,
+    label = genre_label(gid, recipe.genres) + ("" if prime is None else f"_from-{Path(prime).stem}")
+    names = [f"{recipe.name}_{label}_{seed + i:03d}" for i in range(n)]
+    recs = write_clips(mels, front_end, out_dir, names,
                        [f"{recipe.name} · {genre} · step {ckpt.get('step', '?')}"] * n, inversion=inversion)
     return [Path(r["wav"]) for r in recs]

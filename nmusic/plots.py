@@ -177,3 +177,18 @@ def mos_bars(summary: list[dict], by: str = "source", title: str = "", path=None
     ax.set_ylabel("MOS (1-5)")
     ax.set_title(title, fontsize=9)
     return _finish(fig, path)
+
+
+def blend_curve(result: dict, title: str = "", path=None):
+    """The judge's mean probability of every genre along a genre blend
+    (:func:`nmusic.evaluation.long_clips.blend_probabilities`)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    probs = torch.tensor(result["probabilities"])
+    for g, name in enumerate(result["genres"]):
+        ax.plot(result["weight_of_end"], probs[:, g], marker="o", label=name)
+    ax.set_xlabel(f"weight of {result['end']} (the rest: {result['start']})")
+    ax.set_ylabel("judge's mean probability")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title or f"genre blend {result['start']} -> {result['end']}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _finish(fig, path)

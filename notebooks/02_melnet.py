@@ -173,3 +173,27 @@ waves = front_end.invert(torch.cat([mels, primed]))
 for title, w in zip(recipe.genres + ["primed"], waves):
     print(title)
     display(audio_player(w, SPEC.sample_rate))
+
+# %% [markdown]
+# ## Any length, and your own audio
+# MelNet samples any number of frames, tier by tier. `PRIME_FILE` is any audio file of yours (wav,
+# flac, mp3, ogg, ...; `None`: a held-out real clip, written to a file first): it is resampled and
+# analysed by the run's own front end, and the clip starts with its first `PRIME_SECONDS` and carries
+# on to `SECONDS` in all (the same as `nmusic generate RUN --genre G --prime FILE --seconds S`).
+
+# %%
+import soundfile as sf  # noqa: E402
+
+from nmusic.compose import load_prime, sample_request  # noqa: E402
+
+PRIME_FILE, PRIME_SECONDS = None, 1.0
+SECONDS = 2.0 if PROFILE.name == "test" else 8.0
+if PRIME_FILE is None:
+    PRIME_FILE = WORK / "prime.wav"
+    sf.write(PRIME_FILE, front_end.invert(held_mel[:1])[0].numpy(), SPEC.sample_rate)
+prime = load_prime(PRIME_FILE, front_end, PRIME_SECONDS)
+genre = int(held_genre[0])
+cont = sample_request(recipe, genre, 1, seed=0, seconds=SECONDS, temperature=TEMPERATURE, prime=prime)
+plots.spectrogram_grid(cont, [f"{recipe.genres[genre]}: the first {PRIME_SECONDS:g} s are the prime"], cols=1)
+display(audio_player(front_end.invert(cont)[0], SPEC.sample_rate))
+

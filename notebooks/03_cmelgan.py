@@ -144,6 +144,32 @@ for g, w in zip(ids, waves):
     display(audio_player(w, SPEC.sample_rate))
 
 # %% [markdown]
+# ## Any length, variations, genre blends
+# The `tiny` generator's noise is a sequence along time, so it makes clips of any length (here
+# `SECONDS`) with no seams; it was trained on random crops of longer outputs. A seed sweep with a
+# truncated latent (`TRUNCATION`: smaller is safer and less varied) gives variations of one genre, and
+# mixed genre embeddings give blends (`nmusic generate RUN --genre edm:0.7,lofi:0.3 --seconds 10`).
+
+# %%
+import torch  # noqa: E402
+
+from nmusic.compose import parse_genre, sample_request  # noqa: E402
+
+SECONDS, TRUNCATION, BLEND = 10.0, 1.0, f"{recipe.genres[0]}:0.5,{recipe.genres[-1]}:0.5"
+long = sample_request(recipe, 0, 1, seed=0, seconds=SECONDS)
+sweep = torch.cat([sample_request(recipe, 0, 1, seed=s, truncation=TRUNCATION) for s in range(3)])
+blend = sample_request(recipe, parse_genre(BLEND, recipe.genres), 1, seed=0)
+plots.spectrogram_grid(long, [f"{recipe.genres[0]}, {SECONDS:g} s"], cols=1)
+plots.spectrogram_grid(torch.cat([sweep, blend]), [f"seed {s}, truncation {TRUNCATION}" for s in range(3)] + [BLEND],
+                       cols=4);
+
+# %%
+for title, w in [(f"{SECONDS:g} s", front_end.invert(long)[0])] + list(
+        zip(["seed 0", "seed 1", "seed 2", BLEND], front_end.invert(torch.cat([sweep, blend])))):
+    print(title)
+    display(audio_player(w, SPEC.sample_rate))
+
+# %% [markdown]
 # ## Does it sound like the genre asked for?
 # Two judges trained on real clips only listen to the generated clips after Griffin-Lim, exactly as
 # you hear them: a network that hears rhythm and how the spectrum moves (not the average spectrum),

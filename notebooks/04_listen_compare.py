@@ -190,6 +190,13 @@ if mos:
     plots.mos_bars(mos, title="mean opinion score (95% CI)");
 
 # %% [markdown]
+# ### Any length, continuations, blends
+# The panel's `seconds` sets every column's length (0: each model's own clip), `truncation` and the
+# blend sliders reach the cMelGAN runs, a prime (uploaded, or a path) the MelNet runs, which continue
+# it; each clip has a download link. The blind test above plays clips of one length from every source,
+# so duration gives no model away.
+
+# %% [markdown]
 # ## Metrics and Table 1
 # `evaluate_runs` trains the two genre judges on the real training clips once per data and
 # spectrogram setting (or reuses the ones saved next to the cache), holds them to account with
@@ -238,3 +245,23 @@ for r in metrics["runs"]:
     for c in o["clips"][:: max(1, len(o["clips"]) // 6)]:
         print(f"  asked {c['genre']:<10} -> {c['nearest_path']} at {c['nearest_offset_s']:.1f} s, "
               f"distance {c['distance']:.4f}{'  COPY?' if c['flagged'] else ''}")
+
+# %% [markdown]
+# ## A genre blend, judged
+# The network judge's mean genre probabilities along a cMelGAN blend from one genre to another
+# (`BLEND_STEPS` mixes of the two genre embeddings, the same seeds at every step): does the music
+# move from one genre to the other, and where does it switch?
+
+# %%
+from nmusic.evaluation.data import EvaluationData  # noqa: E402
+from nmusic.evaluation.long_clips import blend_probabilities  # noqa: E402
+
+BLEND_FROM, BLEND_TO, BLEND_STEPS = cache.genres[0], cache.genres[1], 6
+gans = [name for name in panel.runs if panel.load(name)[0].name == "cmelgan"]
+if gans:
+    gan = panel.load(gans[0])[0]
+    data = EvaluationData(Path(CACHE), gan.spec, 0, DEVICE)
+    judge, _ = data.judges(WORK / "eval", PROFILE.judge_steps, progress=False)   # the ones evaluate_runs saved
+    walk = blend_probabilities(gan, judge, data.fe, BLEND_FROM, BLEND_TO, BLEND_STEPS, n=PROFILE.n_generate * 2)
+    plots.blend_curve(walk, f"{gans[0]}: {BLEND_FROM} -> {BLEND_TO}");
+

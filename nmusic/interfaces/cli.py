@@ -5,7 +5,8 @@
     nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report
     nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file
     nmusic train     MODEL --cache CACHE --run RUN_DIR [--preset P] [--set k=v] [--config F] [--resume]
-    nmusic generate  RUN_DIR --genre G --n K --out DIR [--vocoder VOCODER_RUN|griffin-lim [--remember]]
+    nmusic generate  RUN_DIR --genre G --n K --out DIR [--seconds S] [--prime FILE] [--truncation T]
+                     [--vocoder VOCODER_RUN|griffin-lim [--remember]]
     nmusic demo      --out DIR [--model cmelgan|melnet] [--quick]
     nmusic evaluate  RUN_DIR [RUN_DIR ...] --out DIR
     nmusic bench     [--quick]
@@ -160,7 +161,8 @@ def cmd_generate(a):
         if a.vocoder is None:
             raise NmusicError("--remember needs --vocoder VOCODER_RUN (the vocoder to make this run's audio with)")
     files = generate(a.run_dir, genre=a.genre, n=a.n, out_dir=a.out, seed=a.seed, temperature=a.temperature,
-                     device=a.device, vocoder=a.vocoder)
+                     device=a.device, seconds=a.seconds, prime=a.prime, prime_seconds=a.prime_seconds,
+                     truncation=a.truncation, vocoder=a.vocoder)
     if a.remember:
         print(f"recorded {record_vocoder(a.run_dir, a.vocoder)}: {a.run_dir}'s audio is made with {a.vocoder} from now on")
     for f in files:
@@ -250,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("generate", help="sample WAVs + spectrogram PNGs of a genre from a trained run")
     s.add_argument("run_dir")
-    s.add_argument("--genre", required=True)
+    s.add_argument("--genre", required=True, help="a genre, or a blend for cMelGAN: edm:0.7,lofi:0.3")
     s.add_argument("--n", type=int, default=4)
     s.add_argument("--out", default=None, help="default: RUN_DIR/generated")
     s.add_argument("--seed", type=int, default=0)
@@ -260,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how mels become audio: a run trained by nmusic train vocoder, or griffin-lim[-N] "
                         "(default: the vocoder recorded for RUN_DIR, else Griffin-Lim)")
     s.add_argument("--remember", action="store_true", help="record --vocoder as RUN_DIR's default from now on")
+    s.add_argument("--seconds", type=float, default=None,
+                   help="length of each clip (default: the model's training clip; with --prime, prime + one clip)")
+    s.add_argument("--prime", default=None, metavar="FILE", help="MelNet: an audio file to continue")
+    s.add_argument("--prime-seconds", type=float, default=None, help="use the first seconds of --prime (default all)")
+    s.add_argument("--truncation", type=float, default=None,
+                   help="cMelGAN: truncate the latent normal to [-t, t] (smaller: safer, less varied)")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("demo", help="the whole job on the embedded dataset: data -> train -> generate -> report")

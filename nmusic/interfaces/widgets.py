@@ -4,10 +4,11 @@ The callbacks live here rather than in the notebook so that tests drive them the
 does: set widget values, call ``button.click()``, then read what the panel shows (``panel.last``,
 ``panel.columns``, the ratings CSV).
 
-* :class:`GeneratePanel`: genre dropdown, model/run selector, seed and temperature sliders and a
-  "Generate" button; shows, side by side, each selected model's sample of that genre, a real
+* :class:`GeneratePanel`: genre dropdown, model/run selector, seed and temperature sliders, the
+  length, cMelGAN's truncation and genre-blend sliders, a prime to continue (MelNet; uploaded or a
+  path), and a "Generate" button; shows, side by side, each selected model's sample of that genre, a real
   held-out clip of the genre and that clip's Griffin-Lim upper bound (real -> mel -> Griffin-Lim,
-  the paper's "Griffin-Lim" rows), each as a spectrogram and an audio player.
+  the paper's "Griffin-Lim" rows), each as a spectrogram and an audio player with a download link.
 * :class:`BlindTestPanel`: one unlabeled clip at a time (real, Griffin-Lim, each model, shuffled;
   see :mod:`nmusic.evaluation.listening_test`), a 1-5 rating, "save and next"; every rating is appended to the CSV at
   once, a listener who comes back resumes where they stopped, and the mean opinion scores per
@@ -31,7 +32,8 @@ from ..device import resolve_device
 from ..errors import ConfigError, NmusicError
 from ..evaluation.listening_test import SCALE, BlindTest, load_ratings, rated_items, save_rating, summarise
 from ..frontend import MelFrontEnd, SpecParams, spec_name
-from ..generate import genre_id, sample_mels
+from ..compose import GenerationError, load_prime, parse_genre, sample_request
+from ..generate import genre_id
 from ..training.runs import load_run, run_label
 
 
@@ -50,12 +52,15 @@ def spectrogram_png(mel: torch.Tensor, title: str = "") -> bytes:
     return plots.png_bytes(plots.spectrogram(mel, title))
 
 
-def media_column(title: str, mel: torch.Tensor | None, wave, sample_rate: int) -> W.VBox:
-    """A titled column: spectrogram image (when given) above an audio player."""
+def media_column(title: str, mel: torch.Tensor | None, wave, sample_rate: int, download: str | None = None) -> W.VBox:
+    """A titled column: spectrogram image (when given) above an audio player (and, with ``download``, a link
+    that saves the clip as ``DOWNLOAD.wav``)."""
     parts = [W.HTML(f"<b>{html.escape(title)}</b>")]
     if mel is not None:
         parts.append(W.Image(value=spectrogram_png(mel), format="png", layout=W.Layout(width="320px")))
     parts.append(W.Audio(value=wav_bytes(wave, sample_rate), format="wav", autoplay=False, loop=False))
+    if download:
+        parts.append(W.HTML(download_link(wave, sample_rate, download)))
     return W.VBox(parts)
 
 
@@ -85,11 +90,25 @@ class GeneratePanel:
                                            rows=min(6, len(self.runs)))
         self.seed = W.IntSlider(value=0, min=0, max=999, description="seed")
         self.temperature = W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="temperature")
+        self.seconds = W.BoundedFloatText(value=0.0, min=0.0, max=600.0, step=0.5, description="seconds",
+                                          tooltip="length of every clip; 0: each model's own clip length")
+        self.truncation = W.FloatSlider(value=0.0, min=0.0, max=3.0, step=0.1, description="truncation",
+                                        tooltip="cMelGAN: truncated latent (0 = off)")
+        self.blend_on = W.Checkbox(value=False, description="blend genres (cMelGAN)")
+        self.blend = {g: W.FloatSlider(value=1.0 if i == 0 else 0.0, min=0.0, max=1.0, step=0.05, description=g)
+                      for i, g in enumerate(cache.genres)}
+        self.prime_upload = W.FileUpload(accept="audio/*", multiple=False, description="prime (upload)")
+        self.prime_path = W.Text(value="", placeholder="or a path to an audio file", description="prime")
+        self.prime_seconds = W.BoundedFloatText(value=0.0, min=0.0, max=600.0, step=0.5, description="prime s",
+                                                tooltip="use the first seconds of the prime (0 = all)")
         self.button = W.Button(description="Generate", button_style="primary", icon="play")
         self.status = W.HTML()
         self.columns = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.button.on_click(self.generate)
         self.widget = W.VBox([W.HBox([self.genre, self.run_select]), W.HBox([self.seed, self.temperature, self.inversion]),
+                              W.HBox([self.seconds, self.truncation]),
+                              W.HBox([self.blend_on, *self.blend.values()], layout=W.Layout(flex_flow="row wrap")),
+                              W.HBox([self.prime_upload, self.prime_path, self.prime_seconds]),
                               W.HBox([self.button, self.status]), self.columns])
         self.last: dict[str, dict] = {}
 
@@ -136,16 +155,29 @@ class GeneratePanel:
         return read_chunks(self.cache, [(f, offset)], n_samples)[0][0]
 
     def compare(self, genre: str, seed: int = 0, temperature: float = 1.0, runs=None,
-                inversion: str | None = None) -> dict[str, dict]:
+                inversion: str | None = None, seconds: float | None = None, truncation: float | None = None,
+                blend: str | None = None, prime=None, prime_seconds: float | None = None) -> dict[str, dict]:
         """``{title: {"source", "mel" (n_mels, frames), "wave" (T,), "sample_rate"}}``: one clip of ``genre``
         from each run in ``runs`` (default: all) made audible by ``inversion`` (:meth:`inversion_for`), then a
-        real clip, its Griffin-Lim reconstruction and its re-synthesis by each vocoder of its spectrogram."""
+        real clip, its Griffin-Lim reconstruction and its re-synthesis by each vocoder of its spectrogram.
+
+        ``seconds``: every clip's length (default: each model's own); ``truncation`` and ``blend``
+        (``"edm:0.7,lofi:0.3"``) go to the cMelGAN runs, ``prime`` (an audio file) to the MelNet
+        runs; see :mod:`nmusic.compose`."""
         gid = genre_id(list(self.cache.genres), genre)
         results: dict[str, dict] = {}
         specs: dict[SpecParams, int] = {}
-        for name in (self.runs if runs is None else runs):
+        runs = list(self.runs if runs is None else runs)
+        if prime and not any(self.load(name)[0].name == "melnet" for name in runs):
+            raise GenerationError("prime: continuing audio needs an autoregressive model (MelNet); choose a MelNet "
+                                  "run too, or clear the prime")
+        for name in runs:
             recipe, ckpt = self.load(name)
-            mel = sample_mels(recipe, [gid], seed=seed, temperature=temperature)
+            melnet = recipe.name == "melnet"
+            primed = load_prime(prime, self.front_end(recipe.spec), prime_seconds) if prime and melnet else None
+            which = parse_genre(blend, recipe.genres) if blend and not melnet else gid
+            mel = sample_request(recipe, which, 1, seed=seed, seconds=seconds, temperature=temperature,
+                                 truncation=None if melnet else truncation, prime=primed)
             inv = self.inversion_for(inversion, recipe.spec, self.runs[name])
             torch.manual_seed(seed)  # Griffin-Lim's random initial phases
             wave = inv(mel)[0]
@@ -173,6 +205,24 @@ class GeneratePanel:
                                                "wave": voc, "sample_rate": spec.sample_rate}
         return results
 
+    def options(self) -> dict:
+        """The length, truncation, blend and prime widgets as :meth:`compare` arguments; an uploaded
+        prime is written to a temporary file first."""
+        blend = None
+        if self.blend_on.value:
+            blend = ",".join(f"{g}:{w.value:g}" for g, w in self.blend.items())
+        prime = self.prime_path.value.strip() or None
+        uploads = self.prime_upload.value
+        if uploads:     # ipywidgets 8: a tuple of dicts; 7: a dict name -> dict
+            item = uploads[0] if isinstance(uploads, (tuple, list)) else next(iter(uploads.values()))
+            name = item.get("name") or item.get("metadata", {}).get("name", "prime")
+            import tempfile
+            folder = Path(tempfile.mkdtemp(prefix="nmusic-prime-"))
+            prime = folder / Path(name).name
+            prime.write_bytes(bytes(item["content"]))
+        return {"seconds": self.seconds.value or None, "truncation": self.truncation.value or None, "blend": blend,
+                "prime": prime, "prime_seconds": self.prime_seconds.value or None}
+
     def generate(self, _button=None) -> dict[str, dict]:
         """The button's callback: fill ``columns`` (and ``last``) for the current widget values."""
         genre, seed, temperature = self.genre.value, int(self.seed.value), float(self.temperature.value)
@@ -181,24 +231,44 @@ class GeneratePanel:
             return {}
         self.status.value = "generating ..."
         try:
-            results = self.compare(genre, seed, temperature, self.run_select.value, self.inversion.value)
+            results = self.compare(genre, seed, temperature, self.run_select.value, self.inversion.value,
+                                   **self.options())
         except NmusicError as e:
             self.status.value = f"<b>error</b>: {html.escape(str(e))}"
             return {}
-        self.columns.children = [media_column(t, r["mel"], r["wave"], r["sample_rate"]) for t, r in results.items()]
+        self.columns.children = [media_column(t, r["mel"], r["wave"], r["sample_rate"],
+                                              download=f"{t}-{genre}-{seed}") for t, r in results.items()]
         self.last = results
         self.status.value = f"{html.escape(genre)}, seed {seed}, temperature {temperature:g}"
         return results
 
 
-def listening_clips(panel: GeneratePanel, per_genre: int = 2, seed: int = 1000, temperature: float = 1.0) -> list[dict]:
+def download_link(wave, sample_rate: int, name: str) -> str:
+    """An HTML link that downloads ``wave`` as ``NAME.wav`` (the file is inside the link)."""
+    import base64
+    import re
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "clip"
+    data = base64.b64encode(wav_bytes(wave, sample_rate)).decode()
+    return f'<a download="{safe}.wav" href="data:audio/wav;base64,{data}">download {html.escape(safe)}.wav</a>'
+
+
+def common_seconds(panel: GeneratePanel) -> float:
+    """One length every run of ``panel`` can make: the shortest of their training clips (so that in a blind
+    test no source gives itself away by its duration)."""
+    return min(panel.load(name)[0].spec.seconds(panel.load(name)[0].config.clip_frames) for name in panel.runs)
+
+
+def listening_clips(panel: GeneratePanel, per_genre: int = 2, seed: int = 1000, temperature: float = 1.0,
+                    seconds: float | None = None) -> list[dict]:
     """Clips for :func:`nmusic.evaluation.listening_test.make_blind_test`: for every genre, ``per_genre`` draws (seeds
     ``seed, seed+1, ...``) of each run, a real held-out clip, its Griffin-Lim reconstruction and its re-synthesis by
-    each of the panel's vocoders (source ``vocoder:NAME``)."""
+    each of the panel's vocoders (source ``vocoder:NAME``), all of ``seconds`` (default :func:`common_seconds`):
+    equal lengths, so duration tells nothing."""
+    seconds = seconds or common_seconds(panel)
     clips = []
     for genre in panel.cache.genres:
         for k in range(per_genre):
-            for r in panel.compare(genre, seed + k, temperature).values():
+            for r in panel.compare(genre, seed + k, temperature, seconds=seconds).values():
                 clips.append({"source": r["source"], "genre": genre, "wave": r["wave"],
                               "sample_rate": r["sample_rate"]})
     return clips

@@ -1,4 +1,5 @@
 """Notebook 04's panels, driven like a listener: set widget values, click the buttons."""
+import datetime
 import io
 
 import pytest
@@ -77,7 +78,8 @@ def test_generate_panel(quick_demo):
     assert len(panel.columns.children) == 3 and "lofi, seed 5" in panel.status.value
     sr = report["spec"]["sample_rate"]
     for title, r in last.items():
-        image, audio = panel.columns.children[list(last).index(title)].children[1:]
+        image, audio, link = panel.columns.children[list(last).index(title)].children[1:]
+        assert 'download="' in link.value and "base64," in link.value
         data, rate = sf.read(io.BytesIO(audio.value))
         assert rate == sr and len(data) == len(r["wave"]) > sr // 2
         assert image.value[:4] == b"\x89PNG"
@@ -100,6 +102,7 @@ def test_generate_panel(quick_demo):
     clips = listening_clips(panel, per_genre=1)
     assert len(clips) == 3 * len(cache.genres)
     assert {c["source"] for c in clips} == {"cmelgan-tiny", "real", "griffin-lim"}
+    assert len({len(c["wave"]) for c in clips}) == 1, "equal lengths: duration must not give a source away"
 
 
 def test_generate_panel_with_a_vocoder(quick_demo, tmp_path):
@@ -128,3 +131,36 @@ def test_generate_panel_with_a_vocoder(quick_demo, tmp_path):
     assert voc_audio.shape == gl_audio.shape and not torch.equal(voc_audio, gl_audio)
     assert {c["source"] for c in listening_clips(panel, per_genre=1)} == {"cmelgan-tiny", "real", "griffin-lim",
                                                                          "vocoder:voc"}
+
+
+def test_generate_panel_length_blend_truncation_and_prime(quick_demo, tmp_path):
+    out, report = quick_demo
+    cache = AudioCache.load(out / "data" / "cache.pt")
+    panel = GeneratePanel([report["run_dir"]], cache)
+    sr = report["spec"]["sample_rate"]
+    panel.seconds.value, panel.truncation.value = 3.0, 0.7
+    panel.blend_on.value = True
+    panel.blend["edm"].value, panel.blend["lofi"].value = 0.5, 0.5
+    panel.blend["classical"].value = 0.0
+    assert panel.options()["blend"] == "classical:0,edm:0.5,lofi:0.5"
+    last = panel.generate()
+    lengths = {len(r["wave"]) for r in last.values()}
+    assert len(lengths) == 1 and 3 * sr <= lengths.pop() < 3 * sr + 256, "every column has the length asked for"
+    model = next(iter(last.values()))["mel"]
+    panel.truncation.value = 0.0
+    assert not torch.equal(next(iter(panel.generate().values()))["mel"], model), "truncation reaches the model"
+    listening = listening_clips(panel, per_genre=1, seconds=1.5)
+    lengths = {len(c["wave"]) for c in listening}
+    assert len(lengths) == 1 and 1.5 * sr <= lengths.pop() < 1.5 * sr + 256
+    # an uploaded prime goes to a file; cMelGAN cannot continue one: a clear message, no traceback
+    wave = torch.sin(torch.arange(sr) * 0.05).numpy() * 0.3
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV")
+    panel.prime_upload.value = ({"name": "mine.wav", "content": memoryview(buf.getvalue()), "type": "audio/wav",
+                                 "size": len(buf.getvalue()),
+                                 "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    assert panel.options()["prime"].read_bytes() == buf.getvalue()
+    assert panel.generate() == {} and "needs an autoregressive model" in panel.status.value
+    panel.prime_upload.value = ()
+    panel.blend["edm"].value = panel.blend["lofi"].value = 0.0
+    assert panel.generate() == {} and "add up to 0" in panel.status.value

@@ -10,6 +10,13 @@ Layout, top to bottom (``B`` batch, ``C_i`` channels, ``F`` mel bins, ``T`` fram
        with increasing k_j (paper: "1D convolutions over the time domain with increasing kernel sizes")
     -> tanh -> (B, F, T) in [-1, 1], the range of :class:`nmusic.frontend.MelFrontEnd`.
 
+With ``time_latent`` (the presets) the noise is a sequence ``(B, z_dim, W)`` along the latent time
+axis instead: each column times the genre embedding goes through the same linear layer to one column
+``(C_0, h_0)`` of the first feature map, and everything after is convolutional along time, so ``W``
+columns make ``W * prod(factors)`` frames: any length from the training clip's ``W`` up, with no seams
+(every frame comes out of the same convolutions; nothing is stitched). The recipe trains it on random
+crops of longer outputs, so the interior of a long output is what the discriminator saw.
+
 The seed code built the fine-tuning stack but never called it; here it is used, and
 ``use_finetune=False`` leaves it out (the paper's section 4.3 ablation).
 
@@ -76,16 +83,27 @@ def start_size(target: int, factors) -> int:
 
 
 class Generator(nn.Module):
-    """``forward(z (B, z_dim), genre (B,)) -> (B, n_mels, frames)`` in [-1, 1]."""
+    """``forward(z, genre) -> (B, n_mels, frames)`` in [-1, 1].
+
+    ``z``: ``(B, z_dim)`` for the paper's layout, one noise vector per clip mapped by the linear layer
+    to the whole first feature map; ``(B, z_dim, columns)`` with ``time_latent``, a noise *sequence*
+    along the latent time axis, each column mapped by the same linear layer to one column of the
+    first feature map, so the whole network is convolutional along time and ``columns`` latent
+    columns make ``columns * prod(factors)`` frames (any number of columns >= the training clip's).
+    ``genre``: ``(B,)`` ids, or ``(B, n_genres)`` float weights that mix the genre embeddings (blends).
+    """
 
     def __init__(self, n_genres: int, n_mels: int, frames: int, z_dim: int, channels, factors,
-                 finetune_kernels, use_finetune: bool = True, dilations=(1, 3, 9), leaky: float = 0.2):
+                 finetune_kernels, use_finetune: bool = True, dilations=(1, 3, 9), leaky: float = 0.2,
+                 time_latent: bool = False):
         super().__init__()
         self.n_mels, self.frames, self.z_dim = n_mels, frames, z_dim
+        self.time_latent, self.hop = time_latent, math.prod(factors)
         h, w = start_size(n_mels, factors), start_size(frames, factors)
         self.start = (channels[0], h, w)
+        self.columns = w                     # latent columns of a training clip
         self.embed = nn.Embedding(n_genres, z_dim)
-        self.linear = nn.Linear(z_dim, channels[0] * h * w)
+        self.linear = nn.Linear(z_dim, channels[0] * h * (1 if time_latent else w))
         self.leaky = leaky
 
         ups = []
@@ -114,14 +132,29 @@ class Generator(nn.Module):
                 ))
         self.finetune = nn.ModuleList(fine)
 
+    def condition(self, genre: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` genre ids -> their embeddings; ``(B, n_genres)`` weights -> the weighted mix ``(B, z_dim)``."""
+        if genre.is_floating_point():
+            return genre.to(self.embed.weight.dtype) @ self.embed.weight
+        return self.embed(genre)
+
     def forward(self, z: torch.Tensor, genre: torch.Tensor) -> torch.Tensor:
-        x = z * self.embed(genre)                                            # (B, z_dim)
-        x = nn.functional.leaky_relu(self.linear(x), self.leaky)
+        c, h0, w0 = self.start
+        if self.time_latent:                                                 # z (B, z_dim, W)
+            x = z * self.condition(genre)[:, :, None]
+            x = nn.functional.leaky_relu(self.linear(x.transpose(1, 2)), self.leaky)   # (B, W, C_0 h_0)
+            w0 = x.shape[1]
+            x = x.view(-1, w0, c, h0).permute(0, 2, 3, 1)                    # (B, C_0, h_0, W)
+            frames = w0 * self.hop                                           # no crop along time
+        else:
+            x = z * self.condition(genre)                                    # (B, z_dim)
+            x = nn.functional.leaky_relu(self.linear(x), self.leaky)
+            x, frames = x.view(-1, c, h0, w0), self.frames
         # channels-last activations: 1.5x faster convolutions on a CPU (oneDNN), tensor cores on a GPU
-        x = x.view(-1, *self.start).contiguous(memory_format=torch.channels_last)   # (B, C_0, h_0, w_0)
+        x = x.contiguous(memory_format=torch.channels_last)                 # (B, C_0, h_0, w_0)
         for layer in self.upsample:
             x = layer(x)                                                     # (B, C_i, h_i, w_i)
-        x = self.to_mel(x)[:, 0, : self.n_mels, : self.frames]               # (B, F, T)
+        x = self.to_mel(x)[:, 0, : self.n_mels, : frames]                    # (B, F, T)
         for layer in self.finetune:
             x = layer(x)                                                     # (B, F, T)
         return torch.tanh(x)

@@ -76,6 +76,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -109,6 +110,8 @@ class CMelGANConfig:
     finetune_kernels: tuple[int, ...] = (3, 9, 27)     # 1-D fine-tuning stack, increasing
     use_finetune: bool = True
     res_dilations: tuple[int, ...] = (1, 3, 9)
+    time_latent: bool = False                  # noise sequence along the latent time axis: clips of any length
+    crop_extra: float = 0.5                    # time_latent: fakes up to (1 + this) x the clip, randomly cropped
     # discriminator
     d_channels: tuple[int, ...] = (32, 64, 128, 128)
     d_kernels: tuple[int, ...] = (5, 5, 5, 3)
@@ -158,6 +161,9 @@ def check_geometry(c: CMelGANConfig, n_mels: int) -> None:
     require(len(c.g_channels) == len(f) + 1 and _ints(c.g_channels) and min(c.g_channels) >= 1, c, "g_channels",
             f"needs len(upsample_factors) + 1 = {len(f) + 1} positive integers (linear output, then one per "
             f"upsampling layer)")
+    require(isinstance(c.time_latent, bool), c, "time_latent", "must be true or false")
+    require(0 <= c.crop_extra <= 4, c, "crop_extra",
+            "must be in [0, 4] (extra latent columns, as a fraction of the clip's)")
     require(len(c.res_dilations) >= 1 and _ints(c.res_dilations) and min(c.res_dilations) >= 1, c, "res_dilations",
             "must be a non-empty list of integers >= 1")
     k = c.finetune_kernels
@@ -227,9 +233,13 @@ _ORIGINAL = dict(loss="bce", conditioning="concat", matching_aware=True, spectra
 #: ``paper-large``: Table 1 sizes (and parameter counts, so without temporal discriminators: add them
 #: with ``--set d_temporal_scales=[1,2,4]``) with the stabilised
 #: objective; ``*-original``: the same networks trained with the paper's own objective (BCE, concat
-#: conditioning, matching-aware, no spectral norm / minibatch std / feature matching / EMA).
+#: conditioning, matching-aware, no spectral norm / minibatch std / feature matching / EMA) and the
+#: paper's generator input. ``tiny`` has ``time_latent``, a noise sequence along time: clips of any
+#: length (see :mod:`.generator`); the paper presets keep the paper's one noise vector per clip (and so
+#: Table 1's counts: the per-column linear layer is 1.8M parameters smaller) and make clips of their
+#: training length or shorter; ``--set time_latent=true`` gives them any length too.
 PRESETS: dict[str, CMelGANConfig] = {
-    "tiny": CMelGANConfig(d_temporal_scales=(1, 2, 4)),
+    "tiny": CMelGANConfig(d_temporal_scales=(1, 2, 4), time_latent=True),
     "tiny-original": CMelGANConfig(**_ORIGINAL, d_steps=2),
     "paper-small": _paper(**_SMALL),
     "paper-large": _paper(**_LARGE),
@@ -254,7 +264,7 @@ class CMelGANRecipe(Recipe):
         check_geometry(c, spec.n_mels)
         n_genres, F_, T = len(self.genres), spec.n_mels, c.clip_frames
         G = Generator(n_genres, F_, T, c.z_dim, c.g_channels, c.upsample_factors, c.finetune_kernels,
-                      c.use_finetune, c.res_dilations, c.leaky)
+                      c.use_finetune, c.res_dilations, c.leaky, c.time_latent)
         D = Discriminator(n_genres, F_, T, c.d_channels, c.d_kernels, c.d_strides, c.d_groups,
                           c.conditioning, c.spectral_norm, c.leaky, c.d_minibatch_std, c.d_temporal_scales,
                           c.d_temporal_channels)
@@ -271,11 +281,15 @@ class CMelGANRecipe(Recipe):
         return next(self.unwrap(self.modules["generator"]).parameters()).device
 
     def noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
-              temperature: float = 1.0) -> torch.Tensor:
-        """``(n, z_dim)`` standard-normal noise on the model's device; ``truncation`` resamples entries
-        with ``|z| > truncation`` (BigGAN's truncation trick), ``temperature`` scales it."""
+              temperature: float = 1.0, columns: int | None = None) -> torch.Tensor:
+        """Standard-normal noise on the model's device: ``(n, z_dim)``, or with ``time_latent`` a sequence
+        ``(n, z_dim, columns)`` (default: the training clip's columns); ``truncation`` resamples entries
+        with ``|z| > truncation`` (BigGAN's truncation trick), ``temperature`` scales it. A sequence is
+        drawn column by column, so with one seed a longer clip starts with the shorter one's noise."""
         gen_device = generator.device if generator is not None else self._device()
-        z = torch.randn(n, self.config.z_dim, generator=generator, device=gen_device)
+        G = self.unwrap(self.modules["generator"])
+        shape = (n, columns or G.columns, self.config.z_dim) if self.config.time_latent else (n, self.config.z_dim)
+        z = torch.randn(shape, generator=generator, device=gen_device)
         if truncation is not None:
             if truncation <= 0:
                 raise ConfigError(f"sample: truncation must be > 0, got {truncation}")
@@ -285,7 +299,24 @@ class CMelGANRecipe(Recipe):
                     break
                 z = torch.where(bad, torch.randn(z.shape, generator=generator, device=gen_device), z)
             z = z.clamp(-truncation, truncation)
+        z = z.transpose(1, 2) if z.dim() == 3 else z
         return (z * temperature).to(self._device())
+
+    def fakes(self, G, genre: torch.Tensor) -> torch.Tensor:
+        """Generated training clips ``(B, n_mels, clip_frames)`` from fresh noise. With ``time_latent``: one
+        output of the clip's latent columns plus a random number of extra ones (up to ``crop_extra`` of
+        them), cropped at a random frame per clip, so the discriminator also judges the inside of
+        longer outputs (what a long clip is made of) and the generator cannot lean on the edges."""
+        c, B = self.config, genre.shape[0]
+        if not c.time_latent:
+            return G(self.noise(B), genre)
+        base = self.unwrap(self.modules["generator"]).columns
+        columns = base + random.randint(0, int(c.crop_extra * base))       # Python's RNG: no tensor on the host
+        out = G(self.noise(B, columns=columns), genre)                      # (B, F, columns * hop)
+        T = c.clip_frames
+        start = torch.randint(0, out.shape[-1] - T + 1, (B, 1), device=out.device)
+        index = (start + torch.arange(T, device=out.device))[:, None, :].expand(-1, out.shape[1], -1)
+        return out.gather(2, index)
 
     def wrong_genres(self, genre: torch.Tensor) -> torch.Tensor:
         """A uniformly drawn genre different from each entry of ``genre`` (needs >= 2 genres)."""
@@ -338,7 +369,7 @@ class CMelGANRecipe(Recipe):
         G, D = self.modules["generator"], self.modules["discriminator"]
         aware = c.matching_aware and len(self.genres) > 1
         with torch.no_grad(), ctx.autocast():
-            fake = G(self.noise(B), genre)
+            fake = self.fakes(G, genre)
         x, y = [mel, fake.to(mel.dtype)], [genre, genre]
         if aware:
             x.append(mel)
@@ -358,7 +389,7 @@ class CMelGANRecipe(Recipe):
         c, B = self.config, mel.shape[0]
         G, D = self.modules["generator"], self.modules["discriminator"]
         with ctx.autocast():
-            fake = G(self.noise(B), genre)
+            fake = self.fakes(G, genre)
             if c.feature_matching > 0:
                 logits, feats = D(torch.cat([fake, mel.to(fake.dtype)]), torch.cat([genre, genre]),
                                   features=True, segment=B)
@@ -400,13 +431,33 @@ class CMelGANRecipe(Recipe):
         fake = self.sample(genre, generator=torch.Generator().manual_seed(1234))
         return stat_distance(mel, fake, genre)
 
+    def frames_valid(self, n_frames: int) -> int:
+        """The number of frames the generator makes for a request of ``n_frames`` (then trimmed to
+        ``n_frames``); :class:`ConfigError` when this generator cannot make that many."""
+        c, G = self.config, self.unwrap(self.modules["generator"])
+        if not isinstance(n_frames, int) or n_frames < 1:
+            raise ConfigError(f"n_frames must be a positive integer (got {n_frames!r})")
+        if not c.time_latent:
+            if n_frames > c.clip_frames:
+                raise ConfigError(f"this cMelGAN makes clips of {c.clip_frames} frames "
+                                  f"({self.spec.seconds(c.clip_frames):.2f} s) at most: it was trained with one noise "
+                                  f"vector per clip (time_latent off); ask for that length or less, or train a "
+                                  f"run with --set time_latent=true")
+            return c.clip_frames
+        return max(G.columns, math.ceil(n_frames / G.hop)) * G.hop
+
     @torch.no_grad()
     def sample(self, genre: torch.Tensor, generator: torch.Generator | None = None, truncation: float | None = None,
-               temperature: float = 1.0, use_ema: bool = True) -> torch.Tensor:
-        """``(B,)`` genre ids -> ``(B, n_mels, clip_frames)`` in [-1, 1] from the EMA generator."""
+               temperature: float = 1.0, use_ema: bool = True, n_frames: int | None = None) -> torch.Tensor:
+        """``(B,)`` genre ids, or ``(B, n_genres)`` weights of a blend -> ``(B, n_mels, n_frames)`` in
+        [-1, 1] from the EMA generator. ``n_frames`` (default ``clip_frames``) is rounded up to what
+        the generator makes (:meth:`frames_valid`) and the result trimmed to it."""
         G = self.modules["generator_ema"] if use_ema else self.unwrap(self.modules["generator"])
+        n_frames = n_frames or self.config.clip_frames
+        made = self.frames_valid(n_frames)
         genre = genre.to(self._device())
-        return G(self.noise(len(genre), generator, truncation, temperature), genre).float()
+        columns = made // G.hop if self.config.time_latent else None
+        return G(self.noise(len(genre), generator, truncation, temperature, columns), genre)[..., :n_frames].float()
 
     def extra_state(self) -> dict:
         return {"ema_updates": self.ema_updates}
