@@ -73,9 +73,32 @@ def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list
     return records
 
 
+def write_note_clips(recipe, genre_ids: list[int], out_dir, names: list[str], seconds: float, seed: int = 0,
+                     temperature: float = 1.0, title: str = "") -> list[dict]:
+    """A note-based model's clips (``recipe.sample_audio``: notes played by the synthesiser's instruments):
+    ``NAME.mid`` (the notes), ``NAME.wav`` (as played) and ``NAME.png`` (piano-roll beside the log-mel)."""
+    from .data.midi import write_score
+    from .data.synth import PROGRAMS
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    audio, rolls, scores = recipe.sample_audio(torch.tensor(genre_ids), seconds, g, temperature)
+    fe = MelFrontEnd(recipe.spec)
+    records = []
+    for i, (name, wave, score) in enumerate(zip(names, audio, scores)):
+        genre = recipe.genres[genre_ids[i]]
+        mid, wav, png = (out_dir / f"{name}.{ext}" for ext in ("mid", "wav", "png"))
+        write_score({**score, "notes": [n for n in score["notes"] if n[2] >= 0]}, mid, PROGRAMS.get(genre))
+        sf.write(wav, wave.numpy(), recipe.spec.sample_rate, subtype="PCM_16")
+        plots.piano_roll_and_spectrogram(rolls[i], fe(wave[None])[0], title or name, recipe.config.pitch_low, path=png)
+        records.append({"mid": str(mid), "wav": str(wav), "png": str(png), "seconds": len(wave) / recipe.spec.sample_rate})
+    return records
+
+
 def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, temperature: float = 1.0,
-             device: str = "auto", progress: bool = True) -> list[Path]:
-    """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
+             device: str = "auto", progress: bool = True, seconds: float = 10.0) -> list[Path]:
+    """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths. A note-based run
+    also writes each clip's ``.mid`` and makes ``seconds`` of music per clip (:func:`write_note_clips`).
 
     The checkpoint is the one :func:`nmusic.training.runs.load_run` picks (the one ``nmusic evaluate``
     and the notebooks use too); with ``progress`` it is named on stderr.
@@ -89,6 +112,11 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
     if progress:
         print(f"{run_dir}: {describe_checkpoint(ckpt)}", file=sys.stderr)
     gid = genre_id(recipe.genres, genre)
+    if hasattr(recipe, "sample_audio"):   # a note-based model (MidiNet): .mid, .wav and the piano-roll
+        out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "generated"
+        recs = write_note_clips(recipe, [gid] * n, out_dir, [f"{recipe.name}_{genre}_{seed + i:03d}" for i in range(n)],
+                                seconds, seed, temperature, f"{recipe.name} · {genre} · step {ckpt.get('step', '?')}")
+        return [Path(r["wav"]) for r in recs]
     mels = sample_mels(recipe, [gid] * n, seed=seed, temperature=temperature)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "generated"
     names = [f"{recipe.name}_{genre}_{seed + i:03d}" for i in range(n)]

@@ -2,8 +2,8 @@
 
     nmusic synth     DIR                     write the embedded genre dataset (no download)
     nmusic fetch     SOURCE --dest DIR       Drive id/URL, archive or folder -> local data folder
-    nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report
-    nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file
+    nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report (MIDI: CSV.notes.csv)
+    nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file (MIDI: CACHE.notes.pt)
     nmusic train     MODEL --cache CACHE --run RUN_DIR [--preset P] [--set k=v] [--config F] [--resume]
     nmusic generate  RUN_DIR --genre G --n K --out DIR
     nmusic demo      --out DIR [--model cmelgan|melnet] [--quick]
@@ -46,6 +46,17 @@ def cmd_manifest(a):
     m.save(a.out)
     print(m.summary())
     print(f"manifest: {a.out}")
+    _note_manifest(a.data_dir, a.out, a.workers)
+
+
+def _note_manifest(data_dir, out, workers) -> None:
+    """MIDI files in the genre folders: their own manifest beside the audio one (``NAME.notes.csv``)."""
+    from ..data.midi import build_note_manifest, note_manifest_path
+    notes = build_note_manifest(data_dir, workers=workers)
+    if notes.rows or notes.skipped:
+        notes.save(note_manifest_path(out))
+        print(notes.summary())
+        print(f"note manifest: {note_manifest_path(out)}")
 
 
 def cmd_prepare(a):
@@ -56,6 +67,9 @@ def cmd_prepare(a):
     from ..frontend import spec_preset
     sr = a.sample_rate or spec_preset(a.spec).sample_rate
     m = Manifest.load(a.manifest)
+    _prepare_notes(a.manifest, a.out, m.genres)
+    if not m.rows:
+        return
     cache = prepare(m, sr, a.out, workers=a.workers)
     for g, h in cache.hours_per_genre().items():
         print(f"  {g:<16} {h:8.3f} h")
@@ -63,6 +77,17 @@ def cmd_prepare(a):
     AudioCache.load(a.out)
     print(f"cache: {a.out} ({sum(cache.hours_per_genre().values()):.3f} h at {sr} Hz, "
           f"reloads in {time.perf_counter() - t0:.2f} s)")
+
+
+def _prepare_notes(manifest, out, genres) -> None:
+    """The note manifest beside ``manifest`` (if any) into the note cache beside ``out`` (``NAME.notes.pt``)."""
+    from ..data.midi import NoteManifest, note_manifest_path, notes_cache_path, prepare_notes
+    path = note_manifest_path(manifest)
+    if path.is_file():
+        notes = NoteManifest.load(path)
+        if notes.rows:
+            cache = prepare_notes(notes, notes_cache_path(out), genres=genres or None)
+            print(f"note cache: {notes_cache_path(out)} ({cache.describe()}; {len(cache.skipped)} MIDI files skipped)")
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -156,7 +181,7 @@ class _TrainHelp(argparse.Action):
 def cmd_generate(a):
     from ..generate import generate
     files = generate(a.run_dir, genre=a.genre, n=a.n, out_dir=a.out, seed=a.seed, temperature=a.temperature,
-                     device=a.device)
+                     device=a.device, seconds=a.seconds)
     for f in files:
         print(f)
 
@@ -216,10 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None)
     s.set_defaults(fn=cmd_prepare)
 
-    s = sub.add_parser("train", help="train a model (cmelgan or melnet) on a prepared cache; resumable",
+    s = sub.add_parser("train", help="train a model (cmelgan, melnet or midinet) on a prepared cache; resumable",
                        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     s.add_argument("-h", "--help", action=_TrainHelp, help="show this help (models, presets, settings) and exit")
-    s.add_argument("model", help="cmelgan or melnet (presets: see below)")
+    s.add_argument("model", help="cmelgan, melnet or midinet (presets: see below)")
     s.add_argument("--cache", required=True, help="cache file from nmusic prepare")
     s.add_argument("--run", required=True, help="run folder (checkpoints, logs, samples); may be on mounted Drive")
     s.add_argument("--preset", default="tiny", help="tiny, paper-small, paper-large, ...")
@@ -247,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="default: RUN_DIR/generated")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seconds", type=float, default=10.0, help="length of each clip of a note-based model (midinet)")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_generate)
 

@@ -3,6 +3,7 @@
     base.py     what every family gives the trainer (Recipe) and gets per step (StepContext)
     melnet/     MelNet: model.py (config, presets, recipe), layers, tiers, gmm, sampling
     cmelgan/    cMelGAN: model.py (config, presets, recipe), generator, discriminator, temporal, losses
+    midinet/    MidiNet-style note GAN: model.py (config, presets, recipe), networks, data (piano-roll bar pairs)
 
 A new family (a neural vocoder, a note-based GAN) is a new folder with the same shape and an entry
 in :func:`registry`: name -> (config presets, Recipe subclass).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 
 def registry() -> dict:
-    """``{"cmelgan": (PRESETS, CMelGANRecipe), "melnet": (PRESETS, MelNetRecipe)}`` (imported lazily)."""
-    from . import cmelgan, melnet
-    return {"cmelgan": (cmelgan.PRESETS, cmelgan.CMelGANRecipe), "melnet": (melnet.PRESETS, melnet.MelNetRecipe)}
+    """``{"cmelgan": (PRESETS, CMelGANRecipe), "melnet": ..., "midinet": ...}`` (imported lazily)."""
+    from . import cmelgan, melnet, midinet
+    return {"cmelgan": (cmelgan.PRESETS, cmelgan.CMelGANRecipe), "melnet": (melnet.PRESETS, melnet.MelNetRecipe),
+            "midinet": (midinet.PRESETS, midinet.MidiNetRecipe)}
