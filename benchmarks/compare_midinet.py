@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=300.0, help="CPU seconds of training per model")
     p.add_argument("--files", type=int, default=16, help="embedded files per genre (as nmusic demo)")
     p.add_argument("--seconds", type=float, default=30.0, help="length of each embedded file")
-    p.add_argument("--calibrate", type=int, nargs=2, default=(10, 40), help="the two short step counts")
+    p.add_argument("--calibrate", type=int, nargs=2, default=(10, 60), help="the two short step counts")
     p.add_argument("--n", type=int, default=32, help="generated clips per genre for nmusic evaluate")
     p.add_argument("--models", nargs="*", default=list(MODELS))
     p.add_argument("--seed", type=int, default=0)
@@ -104,7 +104,10 @@ def main(argv=None) -> int:
         scratch = out / "calibrate" / model
         c_lo = cpu_of(train_cmd(model, cache, scratch / "a", lo, a.seed), log)
         c_hi = cpu_of(train_cmd(model, cache, scratch / "b", hi, a.seed), log)
-        per_step = max((c_hi - c_lo) / (hi - lo), 1e-6)
+        per_step = (c_hi - c_lo) / (hi - lo)
+        if per_step <= 0.02 * c_hi / hi:   # the step count's cost drowned in start-up noise: calibrate longer
+            raise RuntimeError(f"{model}: {lo} and {hi} steps cost {c_lo:.1f} and {c_hi:.1f} CPU s; pass a wider "
+                               f"--calibrate")
         steps = max(int(a.budget / per_step), 1)
         run = out / "runs" / f"{model}-tiny"
         t0 = time.perf_counter()

@@ -6,9 +6,11 @@ checkpointed atomically, and ``fit(resume=True)`` picks the newest complete chec
 
 What the :class:`Trainer` owns (the :class:`~nmusic.models.base.Recipe` owns the model-specific rest):
 
-* data: random clips from :func:`nmusic.data.clips.make_loader`, whose batches depend only on
-  ``(seed, rank, step)``, turned into normalised log-mel on the training device by
-  :class:`~nmusic.frontend.MelFrontEnd`; each clip is ``clip_frames`` frames long;
+* data: what ``recipe.training_data`` gives, by default random clips from
+  :func:`nmusic.data.clips.make_loader` (:class:`~nmusic.data.clips.AudioClips`), whose batches depend
+  only on ``(seed, rank, step)``, turned into normalised log-mel on the training device by
+  :class:`~nmusic.frontend.MelFrontEnd`; each clip is ``clip_frames`` frames long (a note-based family,
+  MidiNet, brings piano-roll bars instead);
 * device (``auto``: the GPU when there is one), mixed precision (``amp``: bf16/fp16 through
   :class:`~nmusic.models.base.StepContext`; ``auto`` picks per model and GPU,
   :func:`nmusic.device.resolve_amp`), cuDNN autotuning and TF32 matmuls on CUDA, ``torch.compile``
