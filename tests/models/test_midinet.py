@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from nmusic.data import synth
-from nmusic.data.midi import STEPS, TRACKS, build_note_manifest, notes_cache_path, prepare_notes
+from nmusic.data.midi import STEPS, TRACKS, build_note_manifest, prepare_notes
 from nmusic.errors import ConfigError
-from nmusic.frontend import SpecParams, spec_preset
+from nmusic.frontend import spec_preset
 from nmusic.generate import generate
 from nmusic.models import registry
 from nmusic.models.base import StepContext
@@ -73,8 +73,19 @@ def embedded_notes(tmp_path, files=2, seconds=6.0):
     return prepare_notes(m, tmp_path / "cache.notes.pt", genres=GENRES)
 
 
-def test_bar_pairs_pair_each_bar_with_the_one_before(tmp_path):
-    notes = embedded_notes(tmp_path)
+@pytest.fixture(scope="module")
+def notes_dir(tmp_path_factory):
+    """The synthesiser's notes of 2 x 6 s per genre as a note cache, beside a (silent) audio twin cache."""
+    from nmusic.data.cache import AudioCache
+    folder = tmp_path_factory.mktemp("notes")
+    notes = embedded_notes(folder)
+    AudioCache.from_waves([torch.zeros(16000) for _ in notes.paths], notes.genre_ids.tolist(), GENRES,
+                          [p.replace(".mid", ".wav") for p in notes.paths], 16000).save(folder / "cache.pt")
+    return folder, notes
+
+
+def test_bar_pairs_pair_each_bar_with_the_one_before(notes_dir):
+    _, notes = notes_dir
     data = BarPairs(notes, 24, 72, spec_preset("default"))
     f = 1
     bars = notes.bars_of(f)
@@ -105,19 +116,16 @@ def test_split_holds_out_the_same_songs_as_the_audio(tmp_path):
     assert audio_path == tmp_path / "cache.pt" and loaded.paths == notes.paths
 
 
-def test_trains_with_the_trainer_resumes_and_renders_a_bar(tmp_path):
+def test_trains_with_the_trainer_resumes_and_renders_a_bar(notes_dir, tmp_path):
     """CI: the tiny MidiNet for a few steps on the synthesiser's notes, resumed, then a bar as audio and MIDI."""
-    notes = embedded_notes(tmp_path)
-    from nmusic.data.cache import AudioCache
-    AudioCache.from_waves([torch.zeros(16000) for _ in notes.paths], notes.genre_ids.tolist(), GENRES,
-                          [p.replace(".mid", ".wav") for p in notes.paths], 16000).save(tmp_path / "cache.pt")
+    folder, _ = notes_dir
     cfg = dataclasses.replace(PRESETS["tiny"], batch_size=8)
     run = tmp_path / "run"
     over = {"sample_every": 0, "val_every": 3, "log_every": 1, "ckpt_every": 3}
-    first = train_model("midinet", "tiny", cfg, tmp_path / "cache.pt", run, steps=3, progress=False,
+    first = train_model("midinet", "tiny", cfg, folder / "cache.pt", run, steps=3, progress=False,
                         train_overrides=over)
     assert first["steps"] == 3
-    again = train_model("midinet", "tiny", cfg, tmp_path / "cache.pt", run, steps=5, progress=False,
+    again = train_model("midinet", "tiny", cfg, folder / "cache.pt", run, steps=5, progress=False,
                         train_overrides=over)
     assert again["steps"] == 5
     recipe, ckpt = load_run(run, device="cpu")
