@@ -274,15 +274,15 @@ class MidiNetRecipe(Recipe):
         g = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator,
                                                             device=generator.device if generator is not None
                                                             else "cpu").item()))
-        probe_songs = [s for pool in self.songs for s in pool] or [{"bpm": 100.0, "meter": 4.0}]
-        longest_bar = max(s["meter"] * 60 / s["bpm"] for s in probe_songs)
-        n_bars = 2 + int(np.ceil(seconds / longest_bar))
+        songs_known = [s for pool in self.songs for s in pool] or [{"bpm": 100.0, "meter": 4.0}]
+        bar_lengths = [s["meter"] * 60 / s["bpm"] for s in songs_known]
+        n_bars = 2 + int(np.ceil(seconds / min(bar_lengths)))        # enough bars at the fastest tempo
+        longest_bar = max(bar_lengths)
         rolls, songs = self.sample_notes(genre, n_bars, g, temperature)
         scores = self.scores(rolls, songs)
         seeds = torch.randint(2**31 - 1, (len(genre),), generator=g).tolist()
         offsets = torch.rand(len(genre), generator=g).tolist()
-        total = n_bars * longest_bar
-        full = self.render(scores, genre, total, seeds)
+        full = self.render(scores, genre, 2 * longest_bar + seconds, seeds)   # the window ends before that
         sr = self.spec.sample_rate
         n = int(round(seconds * sr))
         audio, shifted = [], []
