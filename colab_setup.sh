@@ -18,6 +18,7 @@ PIP_PACKAGES=(
   "gdown>=5.1"
   "pyyaml>=6.0"
   "vocos>=0.1.0"
+  "pretty_midi>=0.2.10"
   "ipywidgets>=7.6"
 )
 
@@ -25,7 +26,7 @@ if ! python -c "import torch, torchaudio" 2>/dev/null; then
   echo "torch/torchaudio missing: installing the pinned pair"
   pip install -q "torch==2.11.0" "torchaudio==2.11.0"
 fi
-if ! python -c "import numpy, soundfile, tqdm, matplotlib, gdown, yaml, ipywidgets" 2>/dev/null; then
+if ! python -c "import numpy, soundfile, tqdm, matplotlib, gdown, yaml, pretty_midi, ipywidgets" 2>/dev/null; then
   pip install -q "${PIP_PACKAGES[@]}"
 fi
 # Colab ships FFmpeg (needed for .m4a/.webm); elsewhere, install it with the system's package manager.

@@ -79,10 +79,37 @@ def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list
     return records
 
 
+#: Seconds of music per clip of a note-based model when ``--seconds`` is not given.
+NOTE_SECONDS = 10.0
+
+
+def write_note_clips(recipe, genre_ids: list[int], out_dir, names: list[str], seconds: float, seed: int = 0,
+                     temperature: float = 1.0, title: str = "") -> list[dict]:
+    """A note-based model's clips (``recipe.sample_audio``: notes played by the synthesiser's instruments):
+    ``NAME.mid`` (the notes), ``NAME.wav`` (as played) and ``NAME.png`` (piano-roll beside the log-mel)."""
+    from .data.midi import write_score
+    from .data.synth import PROGRAMS
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    audio, rolls, scores = recipe.sample_audio(torch.tensor(genre_ids), seconds, g, temperature)
+    fe = MelFrontEnd(recipe.spec)
+    records = []
+    for i, (name, wave, score) in enumerate(zip(names, audio, scores)):
+        genre = recipe.genres[genre_ids[i]]
+        mid, wav, png = (out_dir / f"{name}.{ext}" for ext in ("mid", "wav", "png"))
+        write_score({**score, "notes": [n for n in score["notes"] if n[2] >= 0]}, mid, PROGRAMS.get(genre))
+        sf.write(wav, wave.numpy(), recipe.spec.sample_rate, subtype="PCM_16")
+        plots.piano_roll_and_spectrogram(rolls[i], fe(wave[None])[0], title or name, recipe.config.pitch_low, path=png)
+        records.append({"mid": str(mid), "wav": str(wav), "png": str(png), "seconds": len(wave) / recipe.spec.sample_rate})
+    return records
+
+
 def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, temperature: float = 1.0,
              device: str = "auto", progress: bool = True, seconds: float | None = None, prime=None,
              prime_seconds: float | None = None, truncation: float | None = None, vocoder=None) -> list[Path]:
-    """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths.
+    """Write ``n`` clips of ``genre`` from the run in ``run_dir``; returns the WAV paths. A note-based run
+    also writes each clip's ``.mid`` (:func:`write_note_clips`; ``seconds`` default 10).
 
     ``genre`` may be a blend (``"edm:0.7,lofi:0.3"``, cMelGAN); ``seconds`` the clip length,
     ``prime`` an audio file to continue (MelNet; its first ``prime_seconds``), ``truncation``
@@ -105,6 +132,13 @@ def generate(run_dir, genre: str, n: int = 4, out_dir=None, seed: int = 0, tempe
     if recipe.name == "vocoder":
         raise NmusicError(f"{run_dir} is a vocoder: it turns spectrograms into audio and generates none; give a "
                           f"model run and this one as --vocoder {run_dir}")
+    if hasattr(recipe, "sample_audio"):   # a note-based model (MidiNet): .mid, .wav and the piano-roll
+        gid = genre_id(recipe.genres, genre)
+        out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "generated"
+        recs = write_note_clips(recipe, [gid] * n, out_dir, [f"{recipe.name}_{genre}_{seed + i:03d}" for i in range(n)],
+                                seconds or NOTE_SECONDS, seed, temperature,
+                                f"{recipe.name} · {genre} · step {ckpt.get('step', '?')}")
+        return [Path(r["wav"]) for r in recs]
     inversion = load_inversion(vocoder, recipe.spec, device=dev, run_dir=run_dir, model_label=f"the model run {run_dir}")
     if progress:
         print(f"inversion: {inversion.name}", file=sys.stderr)

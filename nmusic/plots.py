@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
 import torch
 
@@ -191,4 +192,39 @@ def blend_curve(result: dict, title: str = "", path=None):
     ax.set_ylim(0, 1.02)
     ax.set_title(title or f"genre blend {result['start']} -> {result['end']}", fontsize=9)
     ax.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+TRACK_COLOURS = ((0.85, 0.2, 0.2), (0.2, 0.4, 0.9), (0.2, 0.7, 0.3), (0.9, 0.6, 0.1))   # drums, bass, chords, melody
+
+
+def piano_roll(rolls: torch.Tensor, title: str = "", ax=None, pitch_low: int = 0, path=None):
+    """Piano-roll bars ``(bars, tracks, steps, pitches)`` as one image: time across, pitch up, a colour per
+    track (drums red, bass blue, chords green, melody orange), bar lines."""
+    from .data.midi import TRACKS
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+    r = torch.as_tensor(rolls).bool().cpu()
+    bars, tracks, steps, pitches = r.shape
+    img = np.ones((pitches, bars * steps, 3))
+    for t in range(tracks):
+        on = r[:, t].permute(2, 0, 1).reshape(pitches, bars * steps).numpy()
+        img[on] = TRACK_COLOURS[t % len(TRACK_COLOURS)]
+    ax.imshow(img, origin="lower", aspect="auto", interpolation="nearest",
+              extent=(0, bars * steps, pitch_low - 0.5, pitch_low + pitches - 0.5))
+    for b in range(1, bars):
+        ax.axvline(b * steps, color="0.6", lw=0.5)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(f"step (16 per bar; {', '.join(TRACKS[:tracks])})")
+    ax.set_ylabel("MIDI pitch")
+    return _finish(fig, path) if fig is not None else ax.figure
+
+
+def piano_roll_and_spectrogram(rolls: torch.Tensor, mel: torch.Tensor, title: str = "", pitch_low: int = 0,
+                               path=None):
+    """A note-based clip: its piano-roll beside the log-mel of the audio it was played as."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 2.8))
+    piano_roll(rolls, f"{title}: notes", ax=a, pitch_low=pitch_low)
+    spectrogram(mel, f"{title}: as played", ax=b)
     return _finish(fig, path)

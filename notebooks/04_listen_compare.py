@@ -142,6 +142,28 @@ panel
 print({title: tuple(r["mel"].shape) for title, r in panel.last.items()})
 
 # %% [markdown]
+# ## Notes: what a note-based run plays
+# A MidiNet run (`nmusic train midinet`) makes notes, one bar at a time, that the embedded
+# synthesiser's instruments of the genre then play; the judges, the comparison above and the blind
+# test hear that audio like any other model's. Here each MidiNet run's piano-roll (drums red, bass
+# blue, chords green, melody orange) next to the spectrogram of what it sounds like.
+
+# %%
+import torch  # noqa: E402
+
+from nmusic import plots  # noqa: E402
+from nmusic.frontend import MelFrontEnd  # noqa: E402
+
+for run_dir in RUN_DIRS:
+    notes_model = load_run(run_dir, device="cpu")[0]
+    if not hasattr(notes_model, "sample_audio"):
+        continue
+    for gid, genre in enumerate(notes_model.genres):
+        audio, rolls, _ = notes_model.sample_audio([gid], 6.0, torch.Generator().manual_seed(gid))
+        plots.piano_roll_and_spectrogram(rolls[0], MelFrontEnd(notes_model.spec)(audio)[0],
+                                         f"{run_dir.name} · {genre}", notes_model.config.pitch_low)
+
+# %% [markdown]
 # ## Blind listening test
 # Clips from every source — real audio, its Griffin-Lim reconstruction, each model — for every
 # genre, shuffled and named `clip-01`, `clip-02`, ... with the same loudness, so neither name nor

@@ -226,3 +226,46 @@ def fixed_clips(cache: AudioCache, files, clip_samples: int, per_file: int = 4, 
     as ``(wave (N, clip_samples) float32, genre (N,) int64)``."""
     return read_chunks(cache, spaced_chunks(cache, files, clip_samples, per_file, max_clips=max_clips, seed=seed),
                        clip_samples)
+
+
+# --- the trainer's data ---------------------------------------------------------------------------------
+class AudioClips:
+    """What the trainer draws batches from by default (:meth:`nmusic.models.base.Recipe.training_data`):
+    random ``clip_frames``-long clips of an audio cache, turned into normalised log-mel on the training
+    device. A model family that learns from something else returns an object with the same members
+    (``genres``, ``clip_frames``, ``clip_samples``, ``describe``, ``to``, ``loader``, ``fixed``,
+    ``model_input``), as MidiNet does for piano-roll bars (:mod:`nmusic.models.midinet.data`)."""
+
+    def __init__(self, cache: AudioCache, spec, clip_frames: int):
+        if not isinstance(cache, AudioCache):
+            raise ConfigError(f"this model trains on audio, but it was given a {type(cache).__name__}; give the "
+                              f"audio cache that `nmusic prepare` wrote")
+        if int(cache.sample_rate) != spec.sample_rate:
+            raise ConfigError(
+                f"the audio cache holds {cache.sample_rate} Hz audio but the model's spectrogram needs "
+                f"{spec.sample_rate} Hz; re-create the cache with `nmusic prepare ... --sample-rate "
+                f"{spec.sample_rate}` or pick a model config whose spec matches")
+        self.cache, self.spec, self.genres = cache, spec, list(cache.genres)
+        self.clip_frames, self.clip_samples = int(clip_frames), spec.samples(int(clip_frames))
+        self.front_end = None
+
+    def describe(self) -> str:
+        hours = float(self.cache.lengths.sum()) / self.cache.sample_rate / 3600
+        return f"{hours:.2f} h at {self.cache.sample_rate} Hz"
+
+    def to(self, device) -> "AudioClips":
+        from ..frontend import MelFrontEnd
+        self.front_end = MelFrontEnd(self.spec).to(device)
+        return self
+
+    def loader(self, files, batch_size: int, **kwargs) -> DataLoader:
+        """``kwargs``: :func:`make_loader`'s ``seed``, ``start_step``, ``steps``, ``num_workers``, ``pin_memory``,
+        ``rank``, ``world_size``."""
+        return make_loader(self.cache, files, self.clip_samples, batch_size, **kwargs)
+
+    def fixed(self, files, seed: int, max_items: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return fixed_clips(self.cache, files, self.clip_samples, seed=seed, max_clips=max_items)
+
+    @torch.no_grad()
+    def model_input(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.front_end(wave)

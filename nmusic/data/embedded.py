@@ -14,6 +14,7 @@ import torch
 from .cache import AudioCache, prepare
 from .fetch import fetch
 from .manifest import CLIP_SECONDS, Manifest, build_manifest
+from .midi import build_note_manifest, note_manifest_path, notes_cache_path, prepare_notes
 from .synth import GENRES, file_seed, render, write_dataset
 
 
@@ -21,7 +22,8 @@ def prepare_embedded(out, files_per_genre: int, seconds: float, sample_rate: int
                      progress: bool = True) -> tuple[AudioCache, Manifest, Path]:
     """Embedded dataset -> ``out/data/embedded`` -> fetch -> manifest -> prepare at ``sample_rate``.
 
-    Returns ``(cache, manifest, cache_path)``; ``out/data`` holds the manifest and ``cache.pt``.
+    Returns ``(cache, manifest, cache_path)``; ``out/data`` holds the manifest and ``cache.pt``, and the
+    notes the synthesiser played (its MIDI files) as ``manifest.notes.csv`` and ``cache.notes.pt``.
     """
     out = Path(out)
     raw = write_dataset(out / "data" / "embedded", files_per_genre=files_per_genre, seconds=seconds, seed=seed,
@@ -31,6 +33,10 @@ def prepare_embedded(out, files_per_genre: int, seconds: float, sample_rate: int
     manifest.save(out / "data" / "manifest.csv")
     cache_path = out / "data" / "cache.pt"
     cache = prepare(manifest, sample_rate, cache_path, progress=progress)
+    notes = build_note_manifest(root, progress=progress)
+    if notes.rows:
+        notes.save(note_manifest_path(out / "data" / "manifest.csv"))
+        prepare_notes(notes, notes_cache_path(cache_path), genres=manifest.genres)
     return cache, manifest, cache_path
 
 

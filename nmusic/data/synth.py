@@ -30,6 +30,7 @@ Usage::
 """
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
 from typing import Sequence
 
@@ -136,6 +137,19 @@ def _add(track: np.ndarray, start: float, sig: np.ndarray, sr: int, gain: float 
     i = max(int(round(start * sr)), 0)
     sig = sig[: max(len(track) - i, 0)]
     track[i: i + len(sig)] += gain * sig
+
+
+# The notes a render plays, when :func:`score` listens: (track, midi, start s, seconds, velocity 0..1).
+_SCORE: contextvars.ContextVar[list | None] = contextvars.ContextVar("nmusic_synth_score", default=None)
+#: General MIDI drum keys of the drum sounds (played on MIDI channel 10).
+KICK, SNARE, CLAP, CLOSED_HAT, OPEN_HAT = 36, 38, 39, 42, 46
+
+
+def _played(track: str, midi: int, start: float, seconds: float, velocity: float = 1.0) -> None:
+    """Note what was just mixed in (a no-op unless :func:`score` is listening); draws nothing at random."""
+    notes = _SCORE.get()
+    if notes is not None:
+        notes.append((track, int(midi), float(start), float(seconds), float(velocity)))
 
 
 def _note(tone: np.ndarray, sr: int, seconds: float, release: float) -> np.ndarray:
@@ -330,11 +344,13 @@ def _render_classical(p: dict, rng, n: int, sr: int) -> np.ndarray:
     tones: dict[int, np.ndarray] = {}
     left, right = np.zeros(n), np.zeros(n)
 
-    def play(track, midi, start, seconds, velocity):
+    def play(track, name, midi, start, seconds, velocity):
         if midi not in tones:
             tones[midi] = _piano_tone(midi, sr, min(bar, n / sr) + 0.3, p["piano"], rng)
         note = _note(tones[midi], sr, seconds, 0.15)
-        _add(track, start + rng.normal(0, 0.008), note, sr, velocity * rng.uniform(0.85, 1.0))
+        at, gain = start + rng.normal(0, 0.008), velocity * rng.uniform(0.85, 1.0)
+        _add(track, at, note, sr, gain)
+        _played(name, midi, at, seconds, gain)
 
     degree = 7 + int(rng.integers(5))  # melody position in scale steps above the tonic
     for b in range(int(np.ceil(n / sr / bar))):
@@ -343,10 +359,10 @@ def _render_classical(p: dict, rng, n: int, sr: int) -> np.ndarray:
         chord = _chord(tonic, scale, _fold(tonic, scale, chord_degree, 55))
         for at, midi in _left_hand(p["left_hand"], chord, p["meter"]):
             accent = 1.15 if at == 0 else 1.0
-            play(left, midi, t0 + at * beat, bar - at * beat, velocity * p["hands"][0] * accent)
+            play(left, "chords", midi, t0 + at * beat, bar - at * beat, velocity * p["hands"][0] * accent)
         notes, degree = _melody(rng, degree, chord_degree, p["meter"])
         for at, length, d in notes if p["melody"] else ():
-            play(right, _pitch(tonic, scale, d), t0 + at * beat, 0.95 * length * beat, velocity * p["hands"][1])
+            play(right, "melody", _pitch(tonic, scale, d), t0 + at * beat, 0.95 * length * beat, velocity * p["hands"][1])
     mix = _pan(left, -0.25) + _pan(right, 0.25)  # low notes left, high notes right, as a piano is miked
     rv = p["reverb"]
     return mix + rv["wet"] * _reverb(mix, sr, rng, rv["t60"], rv["damp_hz"])
@@ -392,10 +408,15 @@ def _edm_drums(p: dict, rng, n: int, sr: int) -> np.ndarray:
         t = i * beat
         _add(kick, t, kick_one, sr)
         _add(hats, t + beat / 2, open_hat, sr)
+        _played("drums", KICK, t, beat / 4)
+        _played("drums", OPEN_HAT, t + beat / 2, beat / 4)
         for s in (1, 3) if p["sixteenths"] else ():
-            _add(hats, t + s * beat / 4, closed_hat, sr, rng.uniform(0.25, 0.45))
+            gain = rng.uniform(0.25, 0.45)
+            _add(hats, t + s * beat / 4, closed_hat, sr, gain)
+            _played("drums", CLOSED_HAT, t + s * beat / 4, beat / 4, gain)
         if p["clap"] and i % 2 == 1:
             _add(clap, t, clap_one, sr)
+            _played("drums", CLAP, t, beat / 4)
     return _pan(g["kick"] * kick, 0) + _pan(g["hats"] * hats, 0.15) + _pan(g["clap"] * clap, -0.1)
 
 
@@ -413,6 +434,7 @@ def _edm_bass(p: dict, n: int, sr: int) -> np.ndarray:
             ramp = np.minimum(1, np.minimum(np.arange(m), m - np.arange(m)) / (0.003 * sr))  # no clicks
             _add(saw, (4 * b + at) * beat, _saw(float(_hz(root)), m, sr) * ramp, sr)
             _add(env, (4 * b + at) * beat, np.exp(-np.arange(m) / (0.06 * sr)), sr)
+            _played("bass", root, (4 * b + at) * beat, length * beat)
     dark, bright = _filter(saw, sr, hi=p["bass_cutoff"]), _filter(saw, sr, hi=4 * p["bass_cutoff"])
     return (dark + np.minimum(env, 1) * bright) / 2
 
@@ -434,9 +456,11 @@ def _edm_synths(p: dict, rng, n: int, sr: int) -> np.ndarray:
         for midi in chord if "pad" in p["synths"] else ():
             left, right = _supersaw(midi, m, sr, rng, p["voices"], p["detune"])
             _add(pad, b * bar, np.stack([left, right], axis=1) * fade[:, None], sr)
+            _played("chords", midi, b * bar, bar)
         arp = chord + [chord[0] + 12]
         for s in range(16) if "lead" in p["synths"] else ():
             _add(lead, b * bar + s * bar / 16, _pluck(arp[s % len(arp)] + 12, sr), sr)
+            _played("melody", arp[s % len(arp)] + 12, b * bar + s * bar / 16, bar / 16)
     synths = g["pad"] * _filter(pad, sr, hi=p["pad_cutoff"]) + _pan(g["lead"] * _filter(lead, sr, hi=3000), 0.3)
     return synths + 0.25 * _reverb(synths, sr, rng, 1.2, 5000)
 
@@ -490,12 +514,18 @@ def _lofi_drums(p: dict, rng, n: int, sr: int) -> np.ndarray:
     for b in range(int(np.ceil(n / sr / (240 / p["bpm"])))):
         for e in range(8):
             if e in p["kick_steps"]:
-                _add(kick, _swung(p, rng, b, e), kick_one, sr, rng.uniform(0.8, 1.0))
+                at, gain = _swung(p, rng, b, e), rng.uniform(0.8, 1.0)
+                _add(kick, at, kick_one, sr, gain)
+                _played("drums", KICK, at, 30 / p["bpm"], gain)
             if e in (2, 6):
-                _add(snare, _swung(p, rng, b, e), snare_one, sr, rng.uniform(0.8, 1.0))
+                at, gain = _swung(p, rng, b, e), rng.uniform(0.8, 1.0)
+                _add(snare, at, snare_one, sr, gain)
+                _played("drums", SNARE, at, 30 / p["bpm"], gain)
             if rng.random() < 0.9:
                 velocity = rng.uniform(0.3, 0.6) if e % 2 else rng.uniform(0.7, 1.0)  # accent the beat
-                _add(hats, _swung(p, rng, b, e), hat_one, sr, velocity)
+                at = _swung(p, rng, b, e)
+                _add(hats, at, hat_one, sr, velocity)
+                _played("drums", CLOSED_HAT, at, 30 / p["bpm"], velocity)
     return _pan(g["kick"] * kick, 0) + _pan(g["snare"] * snare, 0.05) + _pan(g["hats"] * hats, -0.2)
 
 
@@ -518,13 +548,21 @@ def _lofi_band(p: dict, rng, n: int, sr: int) -> np.ndarray:
         for e, length in comp:
             start = _swung(p, rng, b, e)
             for j, midi in enumerate(chord):  # a slight upward strum, voices alternating left/right
-                _add(keys[:, j % 2], start + 0.012 * j, epiano(midi, length * beat / 2), sr, rng.uniform(0.6, 0.9))
+                gain = rng.uniform(0.6, 0.9)
+                _add(keys[:, j % 2], start + 0.012 * j, epiano(midi, length * beat / 2), sr, gain)
+                _played("chords", midi, start + 0.012 * j, length * beat / 2, gain)
         fifth = chord[0] - 12 + (7 if rng.random() < 0.5 else 0)
         for e, length, midi in ((0, 3, chord[0] - 12), (3, 2, chord[0] - 12), (5, 3, fifth)):
-            _add(bass, _swung(p, rng, b, e), _sine_bass(midi, sr, length * beat / 2), sr, rng.uniform(0.8, 1.0))
+            at, tone = _swung(p, rng, b, e), _sine_bass(midi, sr, length * beat / 2)
+            gain = rng.uniform(0.8, 1.0)
+            _add(bass, at, tone, sr, gain)
+            _played("bass", midi, at, length * beat / 2, gain)
         for e in sorted(rng.choice(8, size=int(rng.integers(0, 4)), replace=False)) if p["melody"] else ():
             midi = _pitch(low + 12, scale, 7 + int(rng.choice([0, 1, 2, 4, 5])))  # pentatonic-ish
-            _add(melody, _swung(p, rng, b, e), epiano(midi, beat), sr, rng.uniform(0.6, 1.0))
+            at, tone = _swung(p, rng, b, e), epiano(midi, beat)
+            gain = rng.uniform(0.6, 1.0)
+            _add(melody, at, tone, sr, gain)
+            _played("melody", midi, at, beat, gain)
     return g["keys"] * _pan(keys[:, 0], -0.6) + g["keys"] * _pan(keys[:, 1], 0.6) \
         + _pan(g["bass"] * bass, 0) + _pan(g["melody"] * melody, 0.2)
 
@@ -582,6 +620,28 @@ def render(genre: str, seed: int, seconds: float, sample_rate: int = 22050, ster
     return y.astype(np.float32)
 
 
+#: General MIDI programs of the pitched tracks per genre (what the MIDI files name; drums are channel 10).
+PROGRAMS = {"classical": {"bass": 0, "chords": 0, "melody": 0},                 # acoustic grand piano
+            "edm": {"bass": 38, "chords": 81, "melody": 84},                   # synth bass, saw lead, charang
+            "lofi": {"bass": 33, "chords": 4, "melody": 4}}                    # finger bass, electric piano
+
+
+def render_with_score(genre: str, seed: int, seconds: float, sample_rate: int = 22050,
+                      stereo: bool = False) -> tuple[np.ndarray, dict]:
+    """:func:`render`, and the notes it played: ``{"genre", "bpm", "meter", "notes": [(track, midi,
+    start s, seconds, velocity 0..1), ...]}`` with the notes that start inside the clip. The audio is
+    exactly :func:`render`'s (recording the notes draws nothing at random)."""
+    notes: list = []
+    token = _SCORE.set(notes)
+    try:
+        y = render(genre, seed, seconds, sample_rate, stereo)
+    finally:
+        _SCORE.reset(token)
+    p = clip_params(genre, seed)
+    kept = sorted((n for n in notes if 0 <= n[2] < seconds), key=lambda n: (n[2], n[0], n[1]))
+    return y, {"genre": genre, "bpm": float(p["bpm"]), "meter": int(p.get("meter", 4)), "notes": kept}
+
+
 def file_seed(seed: int, index: int) -> int:
     """The render seed of file ``index`` of a :func:`write_dataset` run with ``seed``."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
@@ -590,13 +650,14 @@ def file_seed(seed: int, index: int) -> int:
 def write_dataset(out_dir, genres: Sequence[str] = GENRES, files_per_genre: int = 6, seconds: float = 20.0,
                   sample_rate: int | Sequence[int] = (22050, 44100), seed: int = 0,
                   formats: Sequence[str] = ("wav", "flac", "ogg"), channels: Sequence[int] = (1, 2),
-                  progress: bool = True) -> Path:
+                  progress: bool = True, midi: bool = True) -> Path:
     """Write ``files_per_genre`` clips of each genre to ``out_dir/<genre>/<genre>_<index>.<ext>``.
 
     File ``i`` is ``render(genre, file_seed(seed, i), seconds, rate, stereo=(ch == 2))`` written as
     ``formats[i % len]`` (wav = 16-bit PCM, flac, ogg = Vorbis) at ``rate = rates[i % len]`` with
     ``ch = channels[(i // 2) % len]`` channels, so a handful of files already covers every decode path.
-    Returns ``out_dir``.
+    With ``midi``, the notes each file plays are written beside it as ``<genre>_<index>.mid`` (a track per
+    instrument, drums on channel 10; :func:`nmusic.data.midi.write_score`). Returns ``out_dir``.
     """
     rates = [sample_rate] if isinstance(sample_rate, (int, np.integer)) else list(sample_rate)
     choices = {"genres": (genres, GENRES), "formats": (formats, tuple(FORMATS)), "channels": (channels, (1, 2))}
@@ -611,8 +672,11 @@ def write_dataset(out_dir, genres: Sequence[str] = GENRES, files_per_genre: int 
     jobs = [(g, i) for g in genres for i in range(files_per_genre)]
     for genre, i in progress_bar(jobs, desc="synthesising", disable=not progress):
         ext, rate, ch = formats[i % len(formats)], int(rates[i % len(rates)]), channels[(i // 2) % len(channels)]
-        y = render(genre, file_seed(seed, i), seconds, rate, stereo=ch == 2)
+        y, notes = render_with_score(genre, file_seed(seed, i), seconds, rate, stereo=ch == 2)
         (out_dir / genre).mkdir(parents=True, exist_ok=True)
+        if midi:
+            from .midi import write_score
+            write_score(notes, out_dir / genre / f"{genre}_{i:04d}.mid", PROGRAMS[genre])
         fmt, subtype = FORMATS[ext]
         # Written in blocks: one large Ogg Vorbis write can crash libsndfile (python-soundfile #233).
         with sf.SoundFile(str(out_dir / genre / f"{genre}_{i:04d}.{ext}"), "w", rate, ch, subtype, format=fmt) as f:

@@ -2,8 +2,8 @@
 
     nmusic synth     DIR                     write the embedded genre dataset (no download)
     nmusic fetch     SOURCE --dest DIR       Drive id/URL, archive or folder -> local data folder
-    nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report
-    nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file
+    nmusic manifest  DATA_DIR --out CSV      one row per audio file + skipped-files report (MIDI: CSV.notes.csv)
+    nmusic prepare   CSV --out CACHE         decode + resample everything into one RAM cache file (MIDI: CACHE.notes.pt)
     nmusic train     MODEL --cache CACHE --run RUN_DIR [--preset P] [--set k=v] [--config F] [--resume]
     nmusic generate  RUN_DIR --genre G --n K --out DIR [--seconds S] [--prime FILE] [--truncation T]
                      [--vocoder VOCODER_RUN|griffin-lim [--remember]]
@@ -47,6 +47,17 @@ def cmd_manifest(a):
     m.save(a.out)
     print(m.summary())
     print(f"manifest: {a.out}")
+    _note_manifest(a.data_dir, a.out, a.workers)
+
+
+def _note_manifest(data_dir, out, workers) -> None:
+    """MIDI files in the genre folders: their own manifest beside the audio one (``NAME.notes.csv``)."""
+    from ..data.midi import build_note_manifest, note_manifest_path
+    notes = build_note_manifest(data_dir, workers=workers)
+    if notes.rows or notes.skipped:
+        notes.save(note_manifest_path(out))
+        print(notes.summary())
+        print(f"note manifest: {note_manifest_path(out)}")
 
 
 def cmd_prepare(a):
@@ -57,6 +68,9 @@ def cmd_prepare(a):
     from ..frontend import spec_preset
     sr = a.sample_rate or spec_preset(a.spec).sample_rate
     m = Manifest.load(a.manifest)
+    _prepare_notes(a.manifest, a.out, m.genres)
+    if not m.rows:
+        return
     cache = prepare(m, sr, a.out, workers=a.workers)
     for g, h in cache.hours_per_genre().items():
         print(f"  {g:<16} {h:8.3f} h")
@@ -64,6 +78,17 @@ def cmd_prepare(a):
     AudioCache.load(a.out)
     print(f"cache: {a.out} ({sum(cache.hours_per_genre().values()):.3f} h at {sr} Hz, "
           f"reloads in {time.perf_counter() - t0:.2f} s)")
+
+
+def _prepare_notes(manifest, out, genres) -> None:
+    """The note manifest beside ``manifest`` (if any) into the note cache beside ``out`` (``NAME.notes.pt``)."""
+    from ..data.midi import NoteManifest, note_manifest_path, notes_cache_path, prepare_notes
+    path = note_manifest_path(manifest)
+    if path.is_file():
+        notes = NoteManifest.load(path)
+        if notes.rows:
+            cache = prepare_notes(notes, notes_cache_path(out), genres=genres or None)
+            print(f"note cache: {notes_cache_path(out)} ({cache.describe()}; {len(cache.skipped)} MIDI files skipped)")
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -226,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None)
     s.set_defaults(fn=cmd_prepare)
 
-    s = sub.add_parser("train", help="train a model (cmelgan, melnet or vocoder) on a prepared cache; resumable",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    s = sub.add_parser("train", help="train a model (cmelgan, melnet, midinet or vocoder) on a prepared cache; "
+                                     "resumable", formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     s.add_argument("-h", "--help", action=_TrainHelp, help="show this help (models, presets, settings) and exit")
-    s.add_argument("model", help="cmelgan, melnet or vocoder (presets: see below)")
+    s.add_argument("model", help="cmelgan, melnet, midinet or vocoder (presets: see below)")
     s.add_argument("--cache", required=True, help="cache file from nmusic prepare")
     s.add_argument("--run", required=True, help="run folder (checkpoints, logs, samples); may be on mounted Drive")
     s.add_argument("--preset", default="tiny", help="tiny, paper-small, paper-large, ...")
@@ -263,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the vocoder recorded for RUN_DIR, else Griffin-Lim)")
     s.add_argument("--remember", action="store_true", help="record --vocoder as RUN_DIR's default from now on")
     s.add_argument("--seconds", type=float, default=None,
-                   help="length of each clip (default: the model's training clip; with --prime, prime + one clip)")
+                   help="length of each clip (default: the model's training clip; with --prime, prime + one clip; "
+                        "a note-based model (midinet): 10 s)")
     s.add_argument("--prime", default=None, metavar="FILE", help="MelNet: an audio file to continue")
     s.add_argument("--prime-seconds", type=float, default=None, help="use the first seconds of --prime (default all)")
     s.add_argument("--truncation", type=float, default=None,

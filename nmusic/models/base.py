@@ -130,6 +130,22 @@ class Recipe:
         """``(B,)`` genre ids -> ``(B, n_mels, frames)`` normalised log-mel."""
         raise NotImplementedError
 
+    @classmethod
+    def load_data(cls, cache_path, val_fraction: float, seed: int):
+        """``(cache, train_files, val_files)`` for ``nmusic train --cache PATH``: by default the audio cache and
+        its split by file (:func:`nmusic.data.clips.split_by_file`); a family with its own data overrides it."""
+        from ..data.cache import AudioCache
+        from ..data.clips import split_by_file
+        cache = AudioCache.load(cache_path)
+        return (cache, *split_by_file(cache, val_fraction=val_fraction, seed=seed))
+
+    def training_data(self, cache, clip_frames: int, train_files=None):
+        """What the trainer draws batches from (``train_files`` are the ones it trains on): by default random
+        ``clip_frames``-long clips of the audio ``cache`` as normalised log-mel (:class:`nmusic.data.clips.AudioClips`, which documents the
+        members); a family that learns from something else (notes) returns its own."""
+        from ..data.clips import AudioClips
+        return AudioClips(cache, self.spec, clip_frames)
+
     # --- bookkeeping ----------------------------------------------------------------------------
     def to(self, device) -> "Recipe":
         for m in self.modules.values():

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 from ..config import apply_overrides, from_dict
-from ..data.cache import AudioCache
-from ..data.clips import VAL_FRACTION, split_by_file
+from ..data.clips import VAL_FRACTION
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError
 from ..frontend import SpecParams, spec_preset
@@ -48,8 +47,10 @@ def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | 
     or to "until the time budget runs out" when only ``time_budget_s`` is given. Everything random is
     seeded from ``seed`` before the model is built, so the same call trains the same run.
     """
-    cache = AudioCache.load(cache_path)
-    train_files, val_files = split_by_file(cache, val_fraction=val_fraction, seed=seed)
+    from ..models import registry
+    if model not in registry():
+        raise ConfigError(f"unknown model {model!r}; choose one of {sorted(registry())}")
+    cache, train_files, val_files = registry()[model][1].load_data(cache_path, val_fraction, seed)
     seed_everything(seed)      # the initial weights too: one seed, one run
     recipe = build_recipe(model, cfg, cache.genres)
     if steps is None:
@@ -59,7 +60,8 @@ def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | 
     tc = apply_overrides(tc, train_overrides or {})
     trainer = Trainer(recipe, cache, run_dir, tc, train_files, val_files, preset, callbacks,
                       run_info={"cache": str(Path(cache_path).resolve()), "val_fraction": val_fraction,
-                                "cache_sample_rate": int(cache.sample_rate), "cache_genres": list(cache.genres)})
+                                "cache_sample_rate": getattr(cache, "sample_rate", None),
+                                "cache_genres": list(cache.genres)})
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     seconds = time.perf_counter() - t0

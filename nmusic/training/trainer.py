@@ -6,9 +6,11 @@ checkpointed atomically, and ``fit(resume=True)`` picks the newest complete chec
 
 What the :class:`Trainer` owns (the :class:`~nmusic.models.base.Recipe` owns the model-specific rest):
 
-* data: random clips from :func:`nmusic.data.clips.make_loader`, whose batches depend only on
-  ``(seed, rank, step)``, turned into normalised log-mel on the training device by
-  :class:`~nmusic.frontend.MelFrontEnd`; each clip is ``clip_frames`` frames long;
+* data: what ``recipe.training_data`` gives, by default random clips from
+  :func:`nmusic.data.clips.make_loader` (:class:`~nmusic.data.clips.AudioClips`), whose batches depend
+  only on ``(seed, rank, step)``, turned into normalised log-mel on the training device by
+  :class:`~nmusic.frontend.MelFrontEnd`; each clip is ``clip_frames`` frames long (a note-based family,
+  MidiNet, brings piano-roll bars instead);
 * device (``auto``: the GPU when there is one), mixed precision (``amp``: bf16/fp16 through
   :class:`~nmusic.models.base.StepContext`; ``auto`` picks per model and GPU,
   :func:`nmusic.device.resolve_amp`), cuDNN autotuning and TF32 matmuls on CUDA, ``torch.compile``
@@ -58,10 +60,9 @@ import torch
 
 from .. import __version__, plots
 from ..config import require, to_dict
-from ..data.clips import fixed_clips, make_loader
 from ..device import AMP_CHOICES, AMP_DTYPES, configure_cuda, resolve_amp, resolve_device
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from ..frontend import MelFrontEnd, SpecParams
+from ..frontend import SpecParams
 from ..models.base import Recipe, StepContext
 from ..utils.files import atomic_write_json
 from ..utils.progress import progress_bar, say
@@ -156,22 +157,19 @@ class Trainer:
         self.train_files, self.val_files = list(train_files), list(val_files)
         self.callbacks = list(callbacks)
         self.extra_run_info = dict(run_info or {})  # e.g. where the data came from, for `nmusic evaluate`
+        if not self.train_files:
+            raise ConfigError("train_files is empty: there is nothing to train on")
         self.clip_frames = int(clip_frames or self._from_model_config("clip_frames"))
         self.batch_size = int(batch_size or self._from_model_config("batch_size"))
         if self.clip_frames < 2 or self.batch_size < 1:
             raise ConfigError(f"need clip_frames >= 2 and batch_size >= 1 (got {self.clip_frames}, {self.batch_size})")
         self.spec: SpecParams = recipe.spec
-        self.clip_samples = self.spec.samples(self.clip_frames)
-        if int(cache.sample_rate) != self.spec.sample_rate:
-            raise ConfigError(
-                f"the audio cache holds {cache.sample_rate} Hz audio but the model's spectrogram needs "
-                f"{self.spec.sample_rate} Hz; re-create the cache with `nmusic prepare ... --sample-rate "
-                f"{self.spec.sample_rate}` or pick a model config whose spec matches")
-        if list(cache.genres) != list(recipe.genres):
-            raise ConfigError(f"the recipe was built for genres {recipe.genres} but the audio cache has "
-                              f"{list(cache.genres)}; build the recipe with cache.genres")
-        if not self.train_files:
-            raise ConfigError("train_files is empty: there is no audio to train on")
+        # audio clips as log-mel, unless the model family brings its own data (notes)
+        self.data = recipe.training_data(cache, self.clip_frames, self.train_files)
+        self.clip_frames, self.clip_samples = self.data.clip_frames, self.data.clip_samples
+        if list(self.data.genres) != list(recipe.genres):
+            raise ConfigError(f"the recipe was built for genres {recipe.genres} but the data cache has "
+                              f"{list(self.data.genres)}; build the recipe with cache.genres")
         self.rank, self.world_size, self.local_rank = distributed.distributed_env()
         self.device = resolve_device(cfg.device, self.local_rank, self.world_size)
         self.amp = resolve_amp(cfg.amp, self.device, recipe)
@@ -241,7 +239,7 @@ class Trainer:
         for m in recipe.modules.values():
             if any(p.requires_grad for p in m.parameters()):
                 m.train()
-        self.front_end = MelFrontEnd(self.spec).to(self.device)
+        self.data.to(self.device)
         self.losses = LossLog(grad_scaler=self.scaler is not None)
         existing = list_checkpoints(self.run_dir)
         state, path = load_newest(self.run_dir, say=self._say) if resume else (None, None)
@@ -256,9 +254,8 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "run.json", self._run_info())
-            hours = float(self.cache.lengths.sum()) / self.cache.sample_rate / 3600
-            self._say(f"training data: {self.extra_run_info.get('cache', 'an in-memory cache')} ({hours:.2f} h at "
-                      f"{self.cache.sample_rate} Hz, genres {list(self.cache.genres)}; {len(self.train_files)} files "
+            self._say(f"training data: {self.extra_run_info.get('cache', 'an in-memory cache')} ({self.data.describe()}, "
+                      f"genres {list(self.data.genres)}; {len(self.train_files)} files "
                       f"for training, {len(self.val_files)} held out)")
             self._say(f"{'resumed from ' + path.name if path else 'new run'} at step {self.step}"
                       f"{'' if self.cfg.steps >= UNTIL_BUDGET else '/' + str(self.cfg.steps)}: "
@@ -269,7 +266,7 @@ class Trainer:
 
     def _restore(self, state: dict, path: Path) -> None:
         recipe = self.recipe
-        check_resumable(state, path, recipe, self.cache.genres)
+        check_resumable(state, path, recipe, self.data.genres)
         recipe.load_state(state, path, optimizers=True)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -311,9 +308,9 @@ class Trainer:
             if self.is_main:
                 self._say(f"already at step {self.step} >= steps={cfg.steps}; raise steps to train further")
             return
-        loader = make_loader(self.cache, self.train_files, self.clip_samples, self.batch_size, seed=cfg.seed,
-                             start_step=self.step, steps=cfg.steps, num_workers=cfg.num_workers,
-                             pin_memory=self.device.type == "cuda", rank=self.rank, world_size=self.world_size)
+        loader = self.data.loader(self.train_files, self.batch_size, seed=cfg.seed, start_step=self.step,
+                                  steps=cfg.steps, num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                  rank=self.rank, world_size=self.world_size)
         open_ended = cfg.time_budget_s is not None and cfg.steps >= UNTIL_BUDGET  # the clock decides
         bar = progress_bar(total=None if open_ended else cfg.steps, initial=self.step, desc=self.recipe.name,
                            unit="step", dynamic_ncols=True, disable=not (self.is_main and cfg.progress))
@@ -321,8 +318,7 @@ class Trainer:
             for wave, genre in loader:
                 wave = wave.to(self.device, non_blocking=True)
                 genre = genre.to(self.device, non_blocking=True)
-                with torch.no_grad():
-                    mel = self.front_end(wave)
+                mel = self.data.model_input(wave)
                 ctx = StepContext(step=self.step, device=self.device, amp_dtype=self.amp_dtype, scaler=self.scaler,
                                   grad_clip=cfg.grad_clip, rank=self.rank, world_size=self.world_size,
                                   extras={"wave": wave})   # the real audio too (a vocoder learns from it)
@@ -405,14 +401,13 @@ class Trainer:
         is_best = False
         if self.is_main:
             if self._val is None:
-                self._val = fixed_clips(self.cache, self.val_files, self.clip_samples, seed=self.cfg.seed,
-                                        max_clips=self.cfg.val_clips)
+                self._val = self.data.fixed(self.val_files, self.cfg.seed, self.cfg.val_clips)
             wave, genre = self._val
             totals: dict[str, float] = {}
             with self._inference():
                 for i in range(0, len(wave), self.batch_size):
                     w = wave[i:i + self.batch_size].to(self.device)
-                    metrics = self.recipe.eval_step(self.front_end(w), genre[i:i + self.batch_size].to(self.device))
+                    metrics = self.recipe.eval_step(self.data.model_input(w), genre[i:i + self.batch_size].to(self.device))
                     for k, v in metrics.items():
                         totals[k] = totals.get(k, 0.0) + float(v) * len(w)
             if totals:

@@ -154,7 +154,8 @@ def test_write_dataset_cycles_formats_rates_and_channels(tmp_path):
                 ("wav", 44100, 2, "PCM_16")]
     for genre in GENRES:
         files = sorted(p.name for p in (root / genre).iterdir())
-        assert files == [f"{genre}_{i:04d}.{ext}" for i, (ext, *_) in enumerate(expected)]
+        audio = [f"{genre}_{i:04d}.{ext}" for i, (ext, *_) in enumerate(expected)]
+        assert files == sorted(audio + [f"{genre}_{i:04d}.mid" for i in range(4)])   # the notes beside the audio
         for i, (ext, rate, channels, subtype) in enumerate(expected):
             path = root / genre / f"{genre}_{i:04d}.{ext}"
             info = sf.info(str(path))
@@ -167,6 +168,9 @@ def test_write_dataset_cycles_formats_rates_and_channels(tmp_path):
                 clip = render(genre, file_seed(5, i), 1.0, rate, stereo=channels == 2)
                 clip = clip.mean(axis=1) if channels == 2 else clip
                 np.testing.assert_allclose(wave.numpy(), clip, atol=1e-4)
+    no_notes = write_dataset(tmp_path / "audio_only", genres=["edm"], files_per_genre=1, seconds=1.0, progress=False,
+                             midi=False)
+    assert [p.suffix for p in (no_notes / "edm").iterdir()] == [".wav"]
     for name in ("edm/edm_0001.flac", "lofi/lofi_0002.ogg"):  # the training path: resampled to 16 kHz
         wave, sr = load_audio(root / name, SR)
         assert sr == SR and abs(wave.shape[0] - SR) <= 2 and 0.3 < wave.abs().max() <= 1.0
