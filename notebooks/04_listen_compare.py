@@ -155,7 +155,7 @@ from nmusic import plots  # noqa: E402
 from nmusic.frontend import MelFrontEnd  # noqa: E402
 
 for run_dir in RUN_DIRS:
-    notes_model = load_run(run_dir, device="cpu")[0]
+    notes_model = load_run(run_dir, device=DEVICE)[0]
     if not hasattr(notes_model, "sample_audio"):
         continue
     for gid, genre in enumerate(notes_model.genres):

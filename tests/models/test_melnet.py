@@ -238,3 +238,19 @@ def test_gaussian_baseline_nll_matches_closed_form():
     expected = 0.5 * math.log(2 * math.pi * 0.2 ** 2) + 0.5  # entropy of N(., 0.2)
     assert abs(gaussian_baseline_nll(train, held) - expected) < 0.05
     assert gaussian_baseline_nll(train, held + 1.0) > expected + 5
+
+
+def test_rnns_run_in_float32_under_cpu_bf16_autocast():
+    """bf16 autocast on a CPU (``--amp bf16 --device cpu``): the RNNs run in float32 outside it (oneDNN has no
+    bf16 LSTM on CPUs without AVX-512), the rest in bf16, and the loss is finite."""
+    from nmusic.models.melnet.layers import call_rnn, make_rnn
+    rnn = make_rnn("lstm", 4, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = call_rnn(rnn, torch.randn(2, 5, 4).bfloat16())
+    assert out.dtype == torch.float32
+    spec = spec_preset("default")
+    r = MelNetRecipe(dataclasses.replace(PRESETS["tiny"], dim=8, layers=(1, 1)), spec, ["a", "b"])
+    mel = torch.rand(2, spec.n_mels, 64) * 2 - 1
+    ctx = StepContext(step=0, device=torch.device("cpu"), amp_dtype=torch.bfloat16)
+    losses = r.train_step(mel, torch.tensor([0, 1]), ctx)
+    assert all(math.isfinite(float(v)) for v in losses.values())

@@ -38,9 +38,11 @@ def make_rnn(kind: str, dim_in: int, dim: int, bidirectional: bool = False) -> n
 
 
 def call_rnn(rnn: nn.RNNBase, x: torch.Tensor, state=None):
-    """``rnn(x, state)``, in float32 outside autocast when CUDA autocast asks for anything but fp16."""
-    if x.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") != torch.float16:
-        with torch.autocast("cuda", enabled=False):
+    """``rnn(x, state)``, in float32 outside autocast when autocast asks for anything but fp16 (bf16 RNNs lose
+    precision over long sequences, and on a CPU without AVX-512 oneDNN has no bf16 LSTM at all)."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) != torch.float16:
+        with torch.autocast(dev, enabled=False):
             if state is not None:
                 state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
             return rnn(x.float(), state)
