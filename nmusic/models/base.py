@@ -163,6 +163,32 @@ class Recipe:
             else:
                 return getattr(module, "module", module) if isinstance(module, torch.nn.DataParallel) else module
 
+    @staticmethod
+    def distributed(module) -> bool:
+        """Whether DDP wraps ``module`` somewhere in its chain of wrappers (``torch.compile``'s
+        ``OptimizedModule(DDP(D))`` included)."""
+        while True:
+            if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+                return True
+            inner = getattr(module, "_orig_mod", None)
+            if inner is None:
+                return False
+            module = inner
+
+    @contextlib.contextmanager
+    def frozen(self, D):
+        """A GAN's generator step needs gradients through ``D``, not of its weights: skip computing them
+        (a third of ``D``'s backward). Under DDP every rank must produce the same gradients, so there
+        ``D`` is left alone (its weight gradients are cleared before the next discriminator step)."""
+        params = [] if self.distributed(D) else [p for p in self.unwrap(D).parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
     def n_params(self, names: list[str] | None = None) -> int:
         """Trainable parameters (frozen copies such as an EMA generator are not counted)."""
         names = names or list(self.modules)

@@ -301,7 +301,7 @@ def test_generator_step_skips_discriminator_weight_gradients_only():
     r = mini()
     G, D = r.modules["generator"], r.modules["discriminator"].eval()   # eval: spectral norm stops iterating
     z, genre = torch.randn(4, r.config.z_dim), torch.tensor([0, 1, 2, 0])
-    with r._frozen(D):
+    with r.frozen(D):
         D(G(z, genre), genre).mean().backward()
     frozen = [p.grad.clone() for p in G.parameters()]
     assert all(p.grad is None for p in D.parameters()) and all(p.requires_grad for p in D.parameters())
@@ -330,7 +330,7 @@ def test_discriminator_under_ddp_is_never_frozen_compiled_or_not():
                  "compile(D)": torch.compile(D, backend="eager"), "D": D}
         frozen = {}
         for name, wrapped in cases.items():
-            with r._frozen(wrapped):
+            with r.frozen(wrapped):
                 frozen[name] = not any(p.requires_grad for p in D.parameters())
             assert all(p.requires_grad for p in D.parameters())
     finally:

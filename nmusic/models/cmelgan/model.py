@@ -73,7 +73,6 @@ Shapes: spectrograms ``(B, n_mels, clip_frames)`` normalised log-mel in [-1, 1];
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import random
@@ -323,32 +322,6 @@ class CMelGANRecipe(Recipe):
         n = len(self.genres)
         return (genre + torch.randint(1, n, genre.shape, device=genre.device)) % n
 
-    @staticmethod
-    def _distributed(module) -> bool:
-        """Whether DDP wraps ``module`` somewhere in its chain of wrappers (``torch.compile``'s
-        ``OptimizedModule(DDP(D))`` included)."""
-        while True:
-            if isinstance(module, torch.nn.parallel.DistributedDataParallel):
-                return True
-            inner = getattr(module, "_orig_mod", None)
-            if inner is None:
-                return False
-            module = inner
-
-    @contextlib.contextmanager
-    def _frozen(self, D):
-        """The generator step needs gradients through ``D``, not of its weights: skip computing them
-        (a third of ``D``'s backward). Under DDP every rank must produce the same gradients, so there
-        ``D`` is left alone (its weight gradients are cleared before the next discriminator step)."""
-        params = [] if self._distributed(D) else [p for p in self.unwrap(D).parameters() if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-
     @torch.no_grad()
     def update_ema(self) -> None:
         """``ema <- decay * ema + (1 - decay) * generator``, decay warmed up over the first updates."""
@@ -418,7 +391,7 @@ class CMelGANRecipe(Recipe):
             ctx.optimizer_step(opt_d, D.parameters())
 
         opt_g.zero_grad(set_to_none=True)
-        with self._frozen(D):
+        with self.frozen(D):
             g_terms = self.generator_loss(mel, genre, ctx)
             ctx.backward(g_terms["g_loss"])
         ctx.optimizer_step(opt_g, self.modules["generator"].parameters())

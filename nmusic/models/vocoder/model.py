@@ -46,7 +46,6 @@ Shapes: mel ``(B, n_mels, frames)`` in [-1, 1]; waveform ``(B, (frames - 1) * ho
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -220,20 +219,6 @@ class VocoderRecipe(Recipe):
         """Natural-log mel magnitude of the one front end, floored at its ``log_floor`` (what the loss compares)."""
         return torch.log(self.front_end.mel(wave.float()).clamp_min(self.spec.log_floor))
 
-    @contextlib.contextmanager
-    def _frozen(self, D):
-        """Skip ``D``'s weight gradients in the generator step (not under DDP, where every rank must
-        produce the same gradients; they are cleared before the next discriminator step)."""
-        from ..cmelgan.model import CMelGANRecipe
-        params = [] if CMelGANRecipe._distributed(D) else [p for p in self.unwrap(D).parameters() if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-
     # --- training ---------------------------------------------------------------------------------------
     def train_step(self, mel: torch.Tensor, genre: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """One discriminator update (from ``gan_start`` on), then one generator update."""
@@ -266,7 +251,7 @@ class VocoderRecipe(Recipe):
         sc, mag = multi_resolution_stft_loss(fake, real, c.stft_fft_sizes)
         g_loss = c.mel_weight * mel_l1 + c.stft_weight * (sc + mag)
         if gan:
-            with self._frozen(D):
+            with self.frozen(D):
                 with ctx.autocast():
                     logits, fmaps = D(torch.cat([real, fake]))
                 B = real.shape[0]
