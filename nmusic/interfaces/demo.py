@@ -40,8 +40,9 @@ class DemoBudget:
     eval_per_genre: int   # clips per genre the judges score
 
 
-#: Full demo: ~10 min of training + ~4 min for data, judges, evaluation and samples on 2 CPU cores.
-FULL = DemoBudget(files_per_genre=16, seconds_per_file=30.0, train_seconds=600.0, judge_steps=300,
+#: Full demo: 8.5 min of training + ~6 min for data, judges, evaluation and samples on 2 CPU cores
+#: (an AMD EPYC without AVX-512: 15 min in all; training the judge alone takes ~2 min there).
+FULL = DemoBudget(files_per_genre=16, seconds_per_file=30.0, train_seconds=510.0, judge_steps=300,
                   n_per_genre=4, eval_per_genre=32)
 QUICK = DemoBudget(files_per_genre=3, seconds_per_file=6.0, train_seconds=8.0, judge_steps=20,
                    n_per_genre=1, eval_per_genre=2)

@@ -174,7 +174,7 @@ def test_train_step_feeds_wrong_genre_reals_as_negatives():
     r.modules["discriminator"].register_forward_hook(
         lambda m, i, o: calls["discriminator"].append((i[0].clone(), i[1].clone(), o)))
     logs = r.train_step(mel, genre, ctx())
-    assert calls["generator"] == [B, B, B], "d_steps fakes + one generator update"
+    assert calls["generator"] == [B, B], "one batch of fakes per discriminator step; the last one's serves the generator"
     d_calls = calls["discriminator"]
     assert len(d_calls) == 3, "one concatenated call per discriminator step, one for the generator step"
     for x, y, _ in d_calls[:2]:
@@ -190,6 +190,8 @@ def test_train_step_feeds_wrong_genre_reals_as_negatives():
     assert logs["d_wrong"] == pytest.approx(float(wrong.mean()), rel=1e-5)
     x, y, _ = d_calls[2]
     assert x.shape[0] == 2 * B and torch.equal(x[B:], mel), "feature matching: [fake, real] in one call"
+    assert torch.equal(x[:B], d_calls[1][0][B:2 * B]), "the generator is judged on the last D step's fakes"
+    assert not torch.equal(d_calls[0][0][B:2 * B], d_calls[1][0][B:2 * B]), "each D step has fresh fakes"
 
 
 def test_without_matching_aware_no_wrong_block():
