@@ -157,7 +157,7 @@ class MelFrontEnd(torch.nn.Module):
     def invert(self, x: torch.Tensor, n_iter: int | None = None, length: int | None = None) -> torch.Tensor:
         """Normalised log-mel ``(B, n_mels, frames)`` -> waveform ``(B, samples)`` by Griffin-Lim."""
         gl = self.griffin_lim
-        if n_iter is not None:
+        if n_iter is not None and n_iter != gl.n_iter:   # another iteration count: a transform of its own
             gl = torchaudio.transforms.GriffinLim(
                 n_fft=gl.n_fft, hop_length=gl.hop_length, n_iter=n_iter, power=1.0, momentum=gl.momentum,
                 rand_init=True).to(x.device)

@@ -20,6 +20,7 @@ from . import plots
 from .device import resolve_device
 from .errors import NmusicError
 from .frontend import MelFrontEnd
+from .inversion import GriffinLim
 
 
 def genre_id(genres: list[str], genre: str) -> int:
@@ -55,11 +56,7 @@ def invert(mels: torch.Tensor, front_end: MelFrontEnd, samples: int | None = Non
     """Spectrograms ``(N, n_mels, frames)`` -> audio ``(N, samples)`` on the CPU, the way listeners get it
     (``inversion``, a :class:`nmusic.inversion.Inversion` such as a vocoder; default Griffin-Lim on the front
     end's device), ``batch`` clips at a time."""
-    if inversion is not None:
-        return inversion(mels, samples, batch)
-    device = front_end.filterbank.device
-    out = [front_end.invert(mels[i:i + batch].to(device), length=samples).cpu() for i in range(0, len(mels), batch)]
-    return torch.cat(out) if out else torch.zeros(0, samples or 0)
+    return (inversion or GriffinLim(front_end))(mels, samples, batch)
 
 
 def write_clips(mels: torch.Tensor, front_end: MelFrontEnd, out_dir, names: list[str],

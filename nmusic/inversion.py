@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import to_dict
+from .device import resolve_device
 from .errors import ConfigError
 from .frontend import MelFrontEnd, SpecParams, spec_name
 from .utils.files import atomic_write_json, read_json
@@ -115,13 +116,11 @@ def load_inversion(choice, spec: SpecParams, device="auto", run_dir=None, model_
         check_same_spec(spec, choice.spec, model_label or "the model", choice.name)
         return choice
     if choice is None:
-        choice = recorded_vocoder(run_dir)
-        if choice is None:
-            return GriffinLim(MelFrontEnd(spec).to(_device(device)))
+        choice = recorded_vocoder(run_dir) or GRIFFIN_LIM
     text = str(choice)
     m = re.fullmatch(rf"{GRIFFIN_LIM}(?:-(\d+))?", text)
     if m:
-        return GriffinLim(MelFrontEnd(spec).to(_device(device)), int(m.group(1)) if m.group(1) else None)
+        return GriffinLim(MelFrontEnd(spec).to(resolve_device(device)), int(m.group(1)) if m.group(1) else None)
     from .training.runs import load_run
     path = Path(text)
     if not path.exists():
@@ -136,7 +135,3 @@ def load_inversion(choice, spec: SpecParams, device="auto", run_dir=None, model_
                     f"{path}")
     return Vocoded(recipe, name)
 
-
-def _device(device) -> torch.device:
-    from .device import resolve_device
-    return resolve_device(device) if not isinstance(device, torch.device) else device

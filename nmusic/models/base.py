@@ -163,6 +163,10 @@ class Recipe:
             else:
                 return getattr(module, "module", module) if isinstance(module, torch.nn.DataParallel) else module
 
+    def _device(self) -> torch.device:
+        """Where the ``"generator"`` module's weights are (the recipes that have one: cMelGAN, MidiNet, the vocoder)."""
+        return next(self.unwrap(self.modules["generator"]).parameters()).device
+
     @staticmethod
     def distributed(module) -> bool:
         """Whether DDP wraps ``module`` somewhere in its chain of wrappers (``torch.compile``'s

@@ -28,12 +28,17 @@ DEFAULT_STEPS = 2000  # optimisation steps when neither a step count nor a time 
 
 
 # --- training ----------------------------------------------------------------------------------------
-def build_recipe(model: str, cfg, genres: list[str]) -> Recipe:
+def recipe_class(model: str) -> type[Recipe]:
+    """The recipe class of family ``model``; a ConfigError naming the families for an unknown one."""
     from ..models import registry
     reg = registry()
     if model not in reg:
         raise ConfigError(f"unknown model {model!r}; choose one of {sorted(reg)}")
-    return reg[model][1](cfg, spec_preset(cfg.spec), list(genres))
+    return reg[model][1]
+
+
+def build_recipe(model: str, cfg, genres: list[str]) -> Recipe:
+    return recipe_class(model)(cfg, spec_preset(cfg.spec), list(genres))
 
 
 def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | None = None,
@@ -47,10 +52,7 @@ def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | 
     or to "until the time budget runs out" when only ``time_budget_s`` is given. Everything random is
     seeded from ``seed`` before the model is built, so the same call trains the same run.
     """
-    from ..models import registry
-    if model not in registry():
-        raise ConfigError(f"unknown model {model!r}; choose one of {sorted(registry())}")
-    cache, train_files, val_files = registry()[model][1].load_data(cache_path, val_fraction, seed)
+    cache, train_files, val_files = recipe_class(model).load_data(cache_path, val_fraction, seed)
     seed_everything(seed)      # the initial weights too: one seed, one run
     recipe = build_recipe(model, cfg, cache.genres)
     if steps is None:

@@ -280,9 +280,6 @@ class CMelGANRecipe(Recipe):
         self.ema_updates = 0  # generator updates averaged into generator_ema so far (checkpointed)
 
     # --- helpers --------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        return next(self.unwrap(self.modules["generator"]).parameters()).device
-
     def noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
               temperature: float = 1.0, columns: int | None = None) -> torch.Tensor:
         """Standard-normal noise on the model's device: ``(n, z_dim)``, or with ``time_latent`` a sequence

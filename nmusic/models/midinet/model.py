@@ -141,9 +141,6 @@ class MidiNetRecipe(Recipe):
                                                         "chords": seq.tolist()})
 
     # --- helpers ----------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        return next(self.unwrap(self.modules["generator"]).parameters()).device
-
     def condition(self, genre: torch.Tensor, bar: torch.Tensor | None = None, chords: torch.Tensor | None = None):
         """``y``: the genre embedding, with the chord (of ``bar``, or given as ``chords (B, 13)``) when on."""
         y = self.modules["genre"](genre)
@@ -166,10 +163,9 @@ class MidiNetRecipe(Recipe):
 
         opt_d.zero_grad(set_to_none=True)
         with ctx.autocast():
-            with torch.no_grad():
-                fake = torch.sigmoid(G(torch.randn(B, c.z_dim, device=real.device),
-                                       self.condition(genre, chords=chords), prev))
             y = self.condition(genre, chords=chords).detach()
+            with torch.no_grad():
+                fake = torch.sigmoid(G(torch.randn(B, c.z_dim, device=real.device), y, prev))
             logits, _ = D(torch.cat([real, fake.to(real.dtype)]), torch.cat([y, y]), torch.cat([genre, genre]))
         logits = logits.float()
         d_real = F.binary_cross_entropy_with_logits(logits[:B], torch.full_like(logits[:B], c.label_smoothing))
@@ -180,9 +176,7 @@ class MidiNetRecipe(Recipe):
 
         for _ in range(c.g_steps):
             opt_g.zero_grad(set_to_none=True)
-            for p in D.parameters():
-                p.requires_grad_(False)
-            try:
+            with self.frozen(D):
                 with ctx.autocast():
                     y = self.condition(genre, chords=chords)
                     fake = torch.sigmoid(G(torch.randn(B, c.z_dim, device=real.device), y, prev))
@@ -193,9 +187,6 @@ class MidiNetRecipe(Recipe):
                 fm_f = (feats[:B].mean(0) - feats[B:].mean(0)).square().mean()
                 g_loss = g_adv + c.fm_data * fm_x + c.fm_features * fm_f
                 ctx.backward(g_loss)
-            finally:
-                for p in D.parameters():
-                    p.requires_grad_(True)
             ctx.optimizer_step(opt_g, [*G.parameters(), *self.modules["genre"].parameters()])
         return {k: v.detach() for k, v in {"d_loss": d_loss, "d_real": d_real,
                                            "d_fake": d_fake, "g_loss": g_loss, "g_adv": g_adv,

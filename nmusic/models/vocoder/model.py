@@ -189,7 +189,6 @@ class VocoderRecipe(Recipe):
 
     name = "vocoder"
     selects_best = True      # held-out mel L1 after re-synthesis is a reconstruction measure
-    needs_wave = True
 
     def __init__(self, config: VocoderConfig, spec: SpecParams, genres: list[str]):
         super().__init__(config, spec, genres)
@@ -211,9 +210,6 @@ class VocoderRecipe(Recipe):
         super().to(device)
         self.front_end.to(device)
         return self
-
-    def _device(self) -> torch.device:
-        return next(self.unwrap(self.modules["generator"]).parameters()).device
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """Natural-log mel magnitude of the one front end, floored at its ``log_floor`` (what the loss compares)."""
