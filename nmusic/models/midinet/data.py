@@ -33,7 +33,8 @@ def split_notes(notes: NoteCache, audio_cache_path=None, val_fraction: float = V
         held = {Path(audio.paths[i]).with_suffix("").as_posix() for i in a_val}
         val = [i for i, p in enumerate(notes.paths) if Path(p).with_suffix("").as_posix() in held]
         if val or not held:
-            return [i for i in range(len(notes.paths)) if i not in set(val)], val
+            held_idx = set(val)
+            return [i for i in range(len(notes.paths)) if i not in held_idx], val
     return split_by_file(notes, val_fraction=val_fraction, seed=seed)
 
 

@@ -196,14 +196,13 @@ class VocoderRecipe(Recipe):
         if SPEC_PRESETS[c.spec] != spec:
             raise ConfigError(f"VocoderConfig.spec is {c.spec!r} but the recipe was given other spectrogram "
                               f"parameters; build it with nmusic.frontend.spec_preset(config.spec)")
-        check_config(c, spec)
+        self.front_end = MelFrontEnd(spec)      # the loss's front end; with magnitude_prior also the generator's
         G = VocosGenerator(spec.n_mels, spec.n_fft, spec.hop_length, c.dim, c.intermediate_dim, c.num_layers,
-                           MelFrontEnd(spec) if c.magnitude_prior else None, c.phase_prior)
+                           self.front_end if c.magnitude_prior else None, c.phase_prior)
         D = WaveDiscriminators(c.periods, c.mrd_fft_sizes, c.mrd_channels)
         self.modules = {"generator": G, "discriminator": D}
         self.optimizers = {"generator": torch.optim.AdamW(G.parameters(), lr=c.lr, betas=c.betas),
                            "discriminator": torch.optim.AdamW(D.parameters(), lr=c.lr, betas=c.betas)}
-        self.front_end = MelFrontEnd(spec)
         self.d_loss_fn, self.g_loss_fn, self.fm_loss_fn = gan_losses()
 
     def to(self, device) -> "VocoderRecipe":
