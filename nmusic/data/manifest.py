@@ -82,11 +82,11 @@ class Manifest:
         """Write ``<name>.csv``, ``<name>.skipped.csv`` and ``<name>.genres.json``; returns the csv path."""
         csv_path = Path(csv_path)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_csv(csv_path, MANIFEST_COLUMNS, self.rows)
-        _write_csv(_sibling(csv_path, ".skipped.csv"), ("path", "reason"), self.skipped)
+        write_csv(csv_path, MANIFEST_COLUMNS, self.rows)
+        write_csv(sibling(csv_path, ".skipped.csv"), ("path", "reason"), self.skipped)
         root = os.path.relpath(Path(self.root).resolve(), csv_path.parent.resolve())
         meta = {"genres": self.genres, "clip_seconds": self.clip_seconds, "root": Path(root).as_posix()}
-        _sibling(csv_path, ".genres.json").write_text(json.dumps(meta, indent=1) + "\n")
+        sibling(csv_path, ".genres.json").write_text(json.dumps(meta, indent=1) + "\n")
         return csv_path
 
     @classmethod
@@ -95,7 +95,7 @@ class Manifest:
         if not csv_path.is_file():
             raise ConfigError(f"{csv_path}: no manifest there; build one with nmusic.data.manifest.build_manifest.")
         rows = _read_csv(csv_path, MANIFEST_COLUMNS)
-        skipped_path, meta_path = _sibling(csv_path, ".skipped.csv"), _sibling(csv_path, ".genres.json")
+        skipped_path, meta_path = sibling(csv_path, ".skipped.csv"), sibling(csv_path, ".genres.json")
         skipped = _read_csv(skipped_path, ("path", "reason")) if skipped_path.is_file() else []
         meta = {"root": ".", "genres": [], "clip_seconds": CLIP_SECONDS}
         if meta_path.is_file():
@@ -107,11 +107,13 @@ class Manifest:
         return cls(root, rows, skipped, meta["genres"], float(meta["clip_seconds"]))
 
 
-def _sibling(csv_path: Path, suffix: str) -> Path:
+def sibling(csv_path: Path, suffix: str) -> Path:
+    """``NAME.csv`` -> ``NAME<suffix>`` (``.skipped.csv``, ``.genres.json``) beside it."""
     return csv_path.with_name(csv_path.stem + suffix)
 
 
-def _write_csv(path: Path, columns: tuple, rows: list[dict]) -> None:
+def write_csv(path: Path, columns: tuple, rows: list[dict]) -> None:
+    """``rows`` (dicts; keys beyond ``columns`` ignored) as a CSV with a header line."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
@@ -163,25 +165,29 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+def genre_files(root: Path, extensions) -> list[tuple[str, str]]:
+    """``(genre, path relative to root)`` of every file in ``root/<genre>/**`` whose suffix (lower-cased) is
+    in ``extensions``, in sorted order; hidden files and folders and macOS's ``__MACOSX`` are skipped.
+    The one walk of a data folder: audio (:func:`build_manifest`) and MIDI (``data.midi``) alike."""
+    found = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and not _hidden(entry.name):
+            for folder, dirs, files in os.walk(entry):
+                dirs[:] = sorted(d for d in dirs if not _hidden(d))
+                found += [(entry.name, (Path(folder) / name).relative_to(root).as_posix()) for name in sorted(files)
+                          if not _hidden(name) and Path(name).suffix.lower() in extensions]
+    return found
+
+
 def build_manifest(root: str | os.PathLike, clip_seconds: float = CLIP_SECONDS, workers: int | None = None,
                    progress: bool = True) -> Manifest:
     """Scan ``root/<genre>/**/<audio file>`` and probe every file (all cores) into a Manifest."""
     root = Path(root)
     if not root.is_dir():
         raise FetchError(f"{root}: data folder not found; pass the folder that holds one sub-folder per genre.")
-    jobs, skipped = [], []
-    for entry in sorted(root.iterdir()):
-        if _hidden(entry.name):
-            continue
-        if entry.is_file() and entry.suffix.lower() in AUDIO_EXTENSIONS:
-            skipped.append({"path": entry.name, "reason": "not inside a genre folder"})
-        elif entry.is_dir():
-            for folder, dirs, files in os.walk(entry):
-                dirs[:] = sorted(d for d in dirs if not _hidden(d))
-                for name in sorted(files):
-                    if not _hidden(name) and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
-                        rel = (Path(folder) / name).relative_to(root).as_posix()
-                        jobs.append((str(root), entry.name, rel, clip_seconds))
+    skipped = [{"path": e.name, "reason": "not inside a genre folder"} for e in sorted(root.iterdir())
+               if e.is_file() and not _hidden(e.name) and e.suffix.lower() in AUDIO_EXTENSIONS]
+    jobs = [(str(root), genre, rel, clip_seconds) for genre, rel in genre_files(root, AUDIO_EXTENSIONS)]
     results = parallel_map(probe_file, jobs, workers, progress, desc="scan audio")
     rows = [r for r in results if "genre" in r]
     skipped += [r for r in results if "genre" not in r]

@@ -31,6 +31,7 @@ import torch
 from ..errors import ConfigError, NmusicError
 from ..utils.files import atomic_write
 from ..utils.parallel import parallel_map
+from .manifest import genre_files, sibling, write_csv
 
 TRACKS = ("drums", "bass", "chords", "melody")
 STEPS = 16                         # piano-roll steps per bar (MidiNet)
@@ -195,12 +196,8 @@ class NoteManifest:
         csv_path = Path(csv_path)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         root = Path(os.path.relpath(Path(self.root).resolve(), csv_path.parent.resolve())).as_posix()
-        for path, cols, rows in ((csv_path, ("root",) + NOTE_COLUMNS, [{"root": root, **r} for r in self.rows]),
-                                 (_skipped_path(csv_path), ("path", "reason"), self.skipped)):
-            with open(path, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, cols, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(rows)
+        write_csv(csv_path, ("root",) + NOTE_COLUMNS, [{"root": root, **r} for r in self.rows])
+        write_csv(sibling(csv_path, ".skipped.csv"), ("path", "reason"), self.skipped)
         return csv_path
 
     @classmethod
@@ -215,14 +212,10 @@ class NoteManifest:
         rows = [{"genre": r["genre"], "path": r["path"], "bars": int(r["bars"]), "bpm": float(r["bpm"]),
                  "meter": float(r["meter"])} for r in rows]
         skipped = []
-        if _skipped_path(csv_path).is_file():
-            with open(_skipped_path(csv_path), newline="", encoding="utf-8") as f:
+        if sibling(csv_path, ".skipped.csv").is_file():
+            with open(sibling(csv_path, ".skipped.csv"), newline="", encoding="utf-8") as f:
                 skipped = list(csv.DictReader(f))
         return cls(root, rows, skipped)
-
-
-def _skipped_path(csv_path: Path) -> Path:
-    return csv_path.with_name(csv_path.name.removesuffix(".csv") + ".skipped.csv")
 
 
 def note_manifest_path(manifest_csv) -> Path:
@@ -250,14 +243,7 @@ def _probe_midi(job: tuple[str, str, str]) -> dict:
 def build_note_manifest(root, workers: int | None = None, progress: bool = True) -> NoteManifest:
     """Scan ``root/<genre>/**/*.mid`` (and ``.midi``); bad files go to ``skipped`` with the reason."""
     root = Path(root)
-    jobs = []
-    for entry in sorted(root.iterdir()) if root.is_dir() else []:
-        if entry.is_dir() and not entry.name.startswith(".") and entry.name != "__MACOSX":
-            for folder, dirs, files in os.walk(entry):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith(".") and Path(name).suffix.lower() in MIDI_EXTENSIONS:
-                        jobs.append((str(root), entry.name, (Path(folder) / name).relative_to(root).as_posix()))
+    jobs = [(str(root), genre, rel) for genre, rel in genre_files(root, MIDI_EXTENSIONS)] if root.is_dir() else []
     results = parallel_map(_probe_midi, jobs, workers, progress, desc="scan MIDI") if jobs else []
     return NoteManifest(str(root), [r for r in results if "genre" in r],
                         sorted((r for r in results if "genre" not in r), key=lambda r: r["path"]))

@@ -96,11 +96,14 @@ class EvaluationData:
     def clips(self, chunks, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         return read_chunks(self.cache, chunks, samples)
 
+    def mels(self, wave: torch.Tensor, batch: int = 32) -> torch.Tensor:
+        """Real audio ``(N, samples)`` -> the generator's spectrograms ``(N, n_mels, frames)`` on the CPU,
+        ``batch`` clips at a time on the evaluation device."""
+        return torch.cat([self.fe(wave[i:i + batch].to(self.device)).cpu() for i in range(0, len(wave), batch)])
+
     def round_trip(self, wave: torch.Tensor) -> torch.Tensor:
         """Real audio -> the generator's spectrogram -> its inversion (what a perfect generator would sound like)."""
-        samples = wave.shape[-1]
-        mels = torch.cat([self.fe(wave[i:i + 32].to(self.device)).cpu() for i in range(0, len(wave), 32)])
-        return invert(mels, self.fe, samples)
+        return invert(self.mels(wave), self.fe, wave.shape[-1])
 
     # --- judges ----------------------------------------------------------------------------------
     def judges(self, out_dir: Path, steps: int, progress: bool) -> tuple[Judge, FeatureJudge]:

@@ -116,7 +116,7 @@ def distances(generated: torch.Tensor, real: dict, seed: int) -> dict:
 
 
 def evaluate_run(run_dir: Path, data: EvaluationData, recipe, ckpt: dict, out_dir: Path, n_per_genre: int,
-                 seed: int, progress: bool) -> dict:
+                 seed: int, progress: bool, temperature: float = 1.0) -> dict:
     """All metrics of one run (see the module docstring); also writes its PNGs into ``out_dir``."""
     name = run_label(run_dir)
     spec, genres = data.spec, data.cache.genres
@@ -124,7 +124,7 @@ def evaluate_run(run_dir: Path, data: EvaluationData, recipe, ckpt: dict, out_di
     from ..inversion import load_inversion
     inversion = load_inversion(None, spec, device=data.device, run_dir=run_dir)  # as `nmusic generate` makes its audio
     report_progress(progress, f"{name}: sampling {n_per_genre} clips per genre, inverting them with {inversion.name}")
-    mels, labels = sample_per_genre(recipe, n_per_genre, seed, frames)
+    mels, labels = sample_per_genre(recipe, n_per_genre, seed, frames, temperature)
     samples = spec.samples(int(mels.shape[-1]))
     torch.manual_seed(seed)
     gen = data.judge_audio(invert(mels, data.fe, samples, inversion=inversion), labels)
@@ -167,7 +167,7 @@ def evaluate_run(run_dir: Path, data: EvaluationData, recipe, ckpt: dict, out_di
         "spec": data.name, "cache": str(data.cache_path), "params": recipe.n_params(),
         "speed": speed, "train_khz": speed["train_khz"], "epoch_seconds": epoch_s,
         "clip_frames": int(mels.shape[-1]), "clip_seconds": spec.seconds(int(mels.shape[-1])),
-        "n_generated": len(labels), "n_per_genre": n_per_genre, "seed": seed, "inversion": inversion.name,
+        "n_generated": len(labels), "n_per_genre": n_per_genre, "seed": seed, "temperature": temperature, "inversion": inversion.name,
         "accuracy_generated": acc_gen, "accuracy_generated_features": acc_feat,
         "judges_agree": float((pred == pred_f).float().mean()),
         "accuracy_ceiling": ceiling, "accuracy_ceiling_features": ceiling_f,
@@ -193,7 +193,7 @@ def judge_validity(data: EvaluationData, seed: int, out_dir: Path | None = None)
     idx = balanced_subset(real["heldout"].labels, MAX_FAKE_CLIPS, seed)
     chunks = [real["heldout"].chunks[i] for i in idx.tolist()]
     wave, labels = data.clips(chunks, samples)
-    mels = torch.cat([data.fe(wave[i:i + 32].to(data.device)).cpu() for i in range(0, len(wave), 32)])
+    mels = data.mels(wave)
     rows = {"real": real["heldout"], "real-inverted": real["heldout_inverted"]}
     for name, fake in FK.make_fakes(mels, labels, seed).items():
         rows[name] = data.judge_audio(invert(fake, data.fe, samples), labels)
@@ -255,7 +255,7 @@ def inversion_bounds(data: EvaluationData, vocoders, seed: int) -> dict:
     samples = round(data.judge.spec.clip_seconds * data.rate)
     held = data.real(samples)["heldout"]
     wave, labels = data.clips(held.chunks, samples)
-    mels = torch.cat([data.fe(wave[i:i + 32].to(data.device)).cpu() for i in range(0, len(wave), 32)])
+    mels = data.mels(wave)
     inversions = [GriffinLim(data.fe)]
     for v in vocoders:
         try:
@@ -278,19 +278,21 @@ def inversion_bounds(data: EvaluationData, vocoders, seed: int) -> dict:
 
 def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_per_genre: int = 16,
                   judge_steps: int = JUDGE_STEPS, seed: int = 0, ratings=None, test_id: str | None = None,
-                  progress: bool = True, vocoders=()) -> dict:
+                  progress: bool = True, vocoders=(), temperature: float = 1.0) -> dict:
     """Evaluate every run in ``run_dirs``; write ``metrics.json``, ``metrics.md`` and PNGs to ``out_dir``.
 
     ``ratings``: a listening-test CSV (default: ``listening_test.csv`` in the folder holding the
     first run, when it exists) for the MOS column; ``test_id``: only that blind test's ratings
     (default: all of the file, matched to runs by run name); ``vocoders``: vocoder runs whose upper bound
     (real -> vocoder -> judge) is reported per data setting next to Griffin-Lim's (the vocoders recorded for
-    the runs are added). Returns the metrics dict that
-    ``metrics.json`` holds.
+    the runs are added); ``temperature``: the generated clips' sampling temperature, as ``nmusic generate
+    --temperature`` (recorded per run). Returns the metrics dict that ``metrics.json`` holds.
     """
 
     if n_per_genre < 2:
         raise ConfigError(f"--n must be at least 2 clips per genre (got {n_per_genre}); statistics need several")
+    if not temperature >= 0:
+        raise ConfigError(f"--temperature must be >= 0 (got {temperature}); 1 samples the models as trained")
     from ..inversion import split_vocoders
     run_dirs, given = split_vocoders(run_dirs)     # vocoder runs among them: upper-bound rows, not models
     vocoders = [*vocoders, *given]
@@ -324,7 +326,7 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
             raise ConfigError(f"{run_dir} was trained on genres {recipe.genres} but {cpath} holds {data.cache.genres}; "
                               f"pass the cache it was trained on with --cache")
         data.judges(out, judge_steps, progress)
-        result = evaluate_run(run_dir, data, recipe, ckpt, out, n_per_genre, seed, progress)
+        result = evaluate_run(run_dir, data, recipe, ckpt, out, n_per_genre, seed, progress, temperature)
         warnings += result.pop("warnings")
         runs.append(result)
         del recipe  # free the model before loading the next one

@@ -126,7 +126,8 @@ def run_markdown(r: dict) -> list[str]:
     lines = [f"## {r['name']}", "",
              f"{MODEL_NAMES.get(r['model'], r['model'])} `{r['preset']}` at step {r['step']} "
              f"(`{Path(r['checkpoint']).name if r.get('checkpoint') else '?'}`, {r.get('checkpoint_choice') or '?'}; "
-             f"{r['spec']} spectrogram), {r['n_per_genre']} clips of {r['clip_seconds']:.1f} s per genre, inverted "
+             f"{r['spec']} spectrogram), {r['n_per_genre']} clips of {r['clip_seconds']:.1f} s per genre"
+             f"{'' if r.get('temperature', 1) == 1 else ' at temperature %g' % r['temperature']}, inverted "
              f"with {r.get('inversion', 'griffin-lim-32')} (the ceilings: real clips after Griffin-Lim).", "",
              "| genre asked for | network judge agrees | ceiling | feature judge agrees | ceiling |",
              "| --- | ---: | ---: | ---: | ---: |"]

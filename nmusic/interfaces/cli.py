@@ -204,8 +204,11 @@ def cmd_demo(a):
 
 def cmd_evaluate(a):
     from ..evaluation.evaluate import evaluate_runs
+    if a.judge_steps is not None and a.judge_steps < 1:
+        raise NmusicError(f"--judge-steps must be at least 1 (got {a.judge_steps})")
+    steps = {} if a.judge_steps is None else {"judge_steps": a.judge_steps}
     metrics = evaluate_runs(a.run_dirs, out_dir=a.out, cache_path=a.cache, device=a.device, n_per_genre=a.n,
-                            vocoders=a.vocoder)
+                            vocoders=a.vocoder, temperature=a.temperature, **steps)
     print(f"wrote {Path(a.out) / 'metrics.md'} and metrics.json")
     print((Path(a.out) / "metrics.md").read_text())
     return metrics
@@ -312,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--cache", default=None, help="real data cache (default: the run's own, recorded in run.json, or DEMO/data/cache.pt)")
     s.add_argument("--n", type=int, default=16, help="generated clips per genre")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature of the generated clips, as nmusic generate --temperature (default 1)")
+    s.add_argument("--judge-steps", type=int, default=None,
+                   help="training steps of the network judge when one is trained here (default: the evaluation's "
+                        "own; nmusic demo uses more); judges saved earlier for the same data and split are reused")
     s.add_argument("--device", default="auto")
     s.add_argument("--vocoder", action="append", default=[], metavar="VOCODER_RUN",
                    help="also report real -> this vocoder -> judges next to Griffin-Lim (repeatable; the runs' "

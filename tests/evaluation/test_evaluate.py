@@ -131,6 +131,10 @@ def test_evaluate_cli_errors(quick_demo, tmp_path):
     (moved / "run.json").write_text(json.dumps(info))
     r = nmusic("evaluate", tmp_path / "runs" / "moved", "--out", tmp_path / "o", "--device", "cpu")
     assert r.returncode == 2 and "--cache" in r.stderr and "Traceback" not in r.stderr
+    r = nmusic("evaluate", report["run_dir"], "--out", tmp_path / "o", "--judge-steps", 0)
+    assert r.returncode == 2 and "--judge-steps" in r.stderr and "Traceback" not in r.stderr
+    r = nmusic("evaluate", report["run_dir"], "--out", tmp_path / "o", "--temperature", -1)
+    assert r.returncode == 2 and "--temperature" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_judges_are_trained_once_per_setting_then_reused(quick_demo, tmp_path):

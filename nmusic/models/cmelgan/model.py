@@ -46,7 +46,9 @@ quickly approach 0 loss or the discriminator would")
       MelGAN's paired L1 does not apply; batch statistics do. Weight ``feature_matching`` (0 = off).
     - EMA of the generator weights (Karras et al. 2018; Yazici et al. 2019), used for sampling and
       validation. The decay is warmed up as ``min(ema_decay, (1 + step) / (10 + step))`` so a short
-      run's samples are not dominated by the random initial weights.
+      run's samples are not dominated by the random initial weights (at the demo's ~1,000 steps it
+      averages over ~110 steps). Sampling the raw generator instead (``ema_decay=0``) was measured
+      over six seeds there and lost: 83% against 87% by the honest judge, with a wider spread (README).
     - Temporal discriminators (:mod:`.temporal`; ``d_temporal_scales``, on in ``tiny``): 1-D
       convolutions along time over whole frames at several time scales, MelGAN's multi-scale idea
       turned along the time axis. The 2-D discriminator judges local patches and can be pleased by
