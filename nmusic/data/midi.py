@@ -211,9 +211,9 @@ class NoteManifest:
         root = os.path.normpath(csv_path.parent / (rows[0]["root"] if rows else "."))
         rows = [{"genre": r["genre"], "path": r["path"], "bars": int(r["bars"]), "bpm": float(r["bpm"]),
                  "meter": float(r["meter"])} for r in rows]
-        skipped = []
-        if sibling(csv_path, ".skipped.csv").is_file():
-            with open(sibling(csv_path, ".skipped.csv"), newline="", encoding="utf-8") as f:
+        skipped, skipped_path = [], sibling(csv_path, ".skipped.csv")
+        if skipped_path.is_file():
+            with open(skipped_path, newline="", encoding="utf-8") as f:
                 skipped = list(csv.DictReader(f))
         return cls(root, rows, skipped)
 

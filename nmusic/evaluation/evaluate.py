@@ -167,7 +167,8 @@ def evaluate_run(run_dir: Path, data: EvaluationData, recipe, ckpt: dict, out_di
         "spec": data.name, "cache": str(data.cache_path), "params": recipe.n_params(),
         "speed": speed, "train_khz": speed["train_khz"], "epoch_seconds": epoch_s,
         "clip_frames": int(mels.shape[-1]), "clip_seconds": spec.seconds(int(mels.shape[-1])),
-        "n_generated": len(labels), "n_per_genre": n_per_genre, "seed": seed, "temperature": temperature, "inversion": inversion.name,
+        "n_generated": len(labels), "n_per_genre": n_per_genre, "seed": seed, "temperature": temperature,
+        "inversion": inversion.name,
         "accuracy_generated": acc_gen, "accuracy_generated_features": acc_feat,
         "judges_agree": float((pred == pred_f).float().mean()),
         "accuracy_ceiling": ceiling, "accuracy_ceiling_features": ceiling_f,
@@ -291,6 +292,8 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
 
     if n_per_genre < 2:
         raise ConfigError(f"--n must be at least 2 clips per genre (got {n_per_genre}); statistics need several")
+    if judge_steps < 1:
+        raise ConfigError(f"--judge-steps must be at least 1 (got {judge_steps}); the network judge needs training")
     if not temperature >= 0:
         raise ConfigError(f"--temperature must be >= 0 (got {temperature}); 1 samples the models as trained")
     from ..inversion import split_vocoders

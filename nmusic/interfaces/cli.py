@@ -204,8 +204,6 @@ def cmd_demo(a):
 
 def cmd_evaluate(a):
     from ..evaluation.evaluate import evaluate_runs
-    if a.judge_steps is not None and a.judge_steps < 1:
-        raise NmusicError(f"--judge-steps must be at least 1 (got {a.judge_steps})")
     steps = {} if a.judge_steps is None else {"judge_steps": a.judge_steps}
     metrics = evaluate_runs(a.run_dirs, out_dir=a.out, cache_path=a.cache, device=a.device, n_per_genre=a.n,
                             vocoders=a.vocoder, temperature=a.temperature, **steps)
