@@ -42,7 +42,7 @@ from ..errors import CheckpointError, ConfigError
 from ..utils.files import atomic_write
 from .judge import NOISE_CLIPS, JudgeSpec, decide, noise, standardise
 
-FORMAT = "nmusic-feature-judge-3"
+FORMAT = "nmusic-feature-judge-4"
 ONSET_LAGS = (2, 75)            # frames (40 ms .. 1.5 s at a 20 ms hop)
 MOD_EDGES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 25.01)   # Hz
 CHROMA_LAGS = (5, 10, 25, 50)   # frames

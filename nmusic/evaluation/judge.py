@@ -22,8 +22,8 @@ the time. This judge is built so that such fakes *cannot* be told apart:
    went through the generator's spectrogram and its inversion (mel -> Griffin-Lim), with the same
    genre label, so "sounds like Griffin-Lim" carries no genre.
 5. **Noise is no genre, and it may say so.** A few clips of noise (random level and spectral tilt,
-   steady or in random bursts; not built from any genre) join every batch with the target "every
-   genre alike" (:func:`noise`).
+   steady, in random bursts, or flickering like sound cut into pieces; not built from any genre)
+   join every batch with the target "every genre alike" (:func:`noise`).
    A clip is *assigned* a genre only when the judge is confident (:func:`decide`: its probability is
    at least halfway from no idea, ``1/K``, to certainty); otherwise it is *undecided*, which never
    counts as the genre asked for. Without this, noise still scores chance, but all of it lands in
@@ -54,7 +54,7 @@ from ..utils.files import atomic_write
 from ..utils.progress import progress_bar
 
 FEATURE_DIM = 128
-FORMAT = "nmusic-judge-3"
+FORMAT = "nmusic-judge-4"
 UNDECIDED = -1
 NOISE_CLIPS = 4  # noise clips (:func:`noise`) added to every training batch (target: every genre alike)
 
@@ -211,25 +211,48 @@ class Judge:
         return cls(model, state["genres"], spec, state["metrics"]).to(device)
 
 
-def noise(n: int, samples: int, sample_rate: int, generator: torch.Generator) -> torch.Tensor:
-    """``(n, samples)`` noise that is no music: Gaussian noise under a random static spectral tilt and
-    level; every other clip also under random bursts (onsets at random times, decaying at random
-    rates), so that "something happens now and then" carries no genre either. No pitch, no beat."""
-    white = torch.randn(n, samples, generator=generator)
-    spec = torch.fft.rfft(white)
+def _tilted_noise(samples: int, sample_rate: int, generator: torch.Generator) -> torch.Tensor:
+    """``(samples,)`` Gaussian noise under a random static spectral tilt (-2 .. +1 power per octave)."""
+    spec = torch.fft.rfft(torch.randn(samples, generator=generator))
     f = torch.fft.rfftfreq(samples, 1 / sample_rate).clamp_min(20.0)
-    tilt = torch.empty(n, 1).uniform_(-2.0, 1.0, generator=generator)              # power slope per octave
-    wave = torch.fft.irfft(spec * (f / 1000.0) ** (tilt / 2), samples)
+    tilt = torch.empty(1).uniform_(-2.0, 1.0, generator=generator)
+    return torch.fft.irfft(spec * (f / 1000.0) ** (tilt / 2), samples)
+
+
+def _bursts(t: torch.Tensor, k: int, log10_decay: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """An envelope over times ``t``: ``k`` onsets at random times, each decaying at a random rate."""
+    onsets = torch.rand(k, 1, generator=generator) * t[-1]
+    decay = 10 ** torch.empty(k, 1).uniform_(*log10_decay, generator=generator)
+    return ((t[None] >= onsets) * torch.exp(-(t[None] - onsets).clamp_min(0) / decay)).sum(0)
+
+
+def noise(n: int, samples: int, sample_rate: int, generator: torch.Generator) -> torch.Tensor:
+    """``(n, samples)`` noise that is no music, three kinds in turn, each at a random level:
+
+    - *steady*: Gaussian noise under a random static spectral tilt;
+    - *bursts*: the same under 2-12 random onsets decaying over 30 ms - 0.5 s ("something happens
+      now and then" carries no genre either);
+    - *flicker*: three layers of differently tilted noise, each under 10-75 random onsets a second
+      decaying within 3-40 ms: the choppy texture of sound cut into pieces and shuffled, whose
+      spectrum jumps from moment to moment (a judge must not hear a beat in it).
+
+    No pitch, no beat; nothing is built from any genre's audio.
+    """
     t = torch.arange(samples) / sample_rate
-    for i in range(1, n, 2):                                                      # bursts on every other clip
-        k = int(torch.randint(2, 12, (1,), generator=generator))
-        onsets = torch.rand(k, 1, generator=generator) * t[-1]
-        decay = 10 ** torch.empty(k, 1).uniform_(-1.5, -0.3, generator=generator)   # 30 ms .. 0.5 s
-        after = (t[None] - onsets).clamp_min(0)
-        envelope = ((t[None] >= onsets) * torch.exp(-after / decay)).sum(0)
-        wave[i] *= 0.05 + envelope
+    out = torch.zeros(n, samples)
+    for i in range(n):
+        kind = i % 3
+        for _ in range(3 if kind == 2 else 1):
+            layer = _tilted_noise(samples, sample_rate, generator)
+            if kind == 1:
+                layer = layer * (0.05 + _bursts(t, int(torch.randint(2, 12, (1,), generator=generator)), (-1.5, -0.3),
+                                                generator))
+            elif kind == 2:
+                rate = float(torch.empty(1).uniform_(10, 75, generator=generator))
+                layer = layer * _bursts(t, max(1, round(rate * samples / sample_rate)), (-2.5, -1.4), generator)
+            out[i] += layer
     level = 10 ** torch.empty(n, 1).uniform_(-2, -0.5, generator=generator)
-    return wave / wave.abs().amax(1, keepdim=True).clamp_min(1e-12) * level
+    return out / out.abs().amax(1, keepdim=True).clamp_min(1e-12) * level
 
 
 def train_judge(cache, train_files, inverted: tuple[torch.Tensor, torch.Tensor] | None = None,

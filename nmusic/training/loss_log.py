@@ -4,7 +4,8 @@ A recipe's ``train_step`` returns its losses as 0-dim tensors on the device; rea
 the host would wait for the GPU after every step. :class:`LossLog` keeps them unread and brings
 all of them back in one transfer when the trainer logs, validates, samples or checkpoints
 (:meth:`LossLog.read_back`); the finite ones are summed into the next log entry
-(:meth:`LossLog.entry`: their means since the last entry).
+(:meth:`LossLog.entry`: each loss's mean over the steps since the last entry that reported it; a
+recipe may leave a loss out of a step, e.g. MelNet's finer tiers when they train on every n-th step).
 
 A non-finite loss is divergence, except under the fp16 grad scaler: there it is a step the scaler
 skipped (it lowers its scale and tries again), counted in the log entry, and only
@@ -25,7 +26,7 @@ class LossLog:
     def __init__(self, grad_scaler: bool):
         self.grad_scaler = grad_scaler
         self.unread: list[tuple[int, dict]] = []     # (step index, losses) not read back from the device yet
-        self.pending = {"sums": {}, "count": 0}       # read back, not logged yet
+        self.pending = {"sums": {}, "counts": {}}     # read back, not logged yet: per loss, its sum and steps
         self.skipped = {"total": 0, "in_a_row": 0, "since_log": 0}
 
     def add(self, step: int, losses: dict) -> None:
@@ -44,7 +45,7 @@ class LossLog:
                 self.skipped["in_a_row"] = 0
                 for k, v in floats.items():
                     self.pending["sums"][k] = self.pending["sums"].get(k, 0.0) + v
-                self.pending["count"] += 1
+                    self.pending["counts"][k] = self.pending["counts"].get(k, 0) + 1
                 continue
             if self.grad_scaler:
                 self.skipped["total"] += 1
@@ -57,18 +58,20 @@ class LossLog:
 
     def entry(self) -> dict:
         """The mean of every loss since the last entry (and, under fp16, the steps skipped meanwhile)."""
-        count = max(self.pending["count"], 1)
-        entry = {k: v / count for k, v in self.pending["sums"].items()}
+        entry = {k: v / self.pending["counts"][k] for k, v in self.pending["sums"].items()}
         if self.grad_scaler:
             entry["skipped_steps"] = self.skipped["since_log"]
             self.skipped["since_log"] = 0
-        self.pending = {"sums": {}, "count": 0}
+        self.pending = {"sums": {}, "counts": {}}
         return entry
 
     def state_dict(self) -> dict:
-        return {"log_pending": {"sums": dict(self.pending["sums"]), "count": self.pending["count"]},
+        return {"log_pending": {"sums": dict(self.pending["sums"]), "counts": dict(self.pending["counts"])},
                 "skipped_steps": dict(self.skipped)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.pending = state.get("log_pending") or {"sums": {}, "count": 0}
+        pending = state.get("log_pending") or {}
+        sums = dict(pending.get("sums") or {})
+        counts = pending.get("counts") or {k: pending.get("count", 1) for k in sums}   # older checkpoints: one count
+        self.pending = {"sums": sums, "counts": dict(counts)}
         self.skipped = {"total": 0, "in_a_row": 0, "since_log": 0, **(state.get("skipped_steps") or {})}

@@ -110,3 +110,19 @@ def test_front_ends_ignore_level_and_static_eq():
     assert len(feats.names) == f.shape[1]
     at_44k = torch.nn.functional.interpolate(wave[None, None], scale_factor=44100 / SR, mode="linear")[0]
     assert fe(at_44k, 44100).shape == x.shape, "other rates are resampled to the judge's"
+
+
+def test_noise_comes_steady_in_bursts_and_flickering():
+    from nmusic.evaluation.judge import noise
+    wave = noise(6, 2 * SR, SR, torch.Generator().manual_seed(0))
+    assert wave.shape == (6, 2 * SR) and torch.isfinite(wave).all()
+    peak = wave.abs().amax(1)
+    assert (peak >= 0.01 - 1e-6).all() and (peak <= 10 ** -0.5 + 1e-6).all()
+    spec = torch.stft(wave, 512, 320, window=torch.hann_window(512), return_complex=True).abs().pow(2)  # 20 ms hop
+    high = spec[:, 64:].sum(1)                                          # 2-8 kHz: many bins, a steady level
+    spread = (high.std(1) / high.mean(1)).tolist()                      # how much the level moves
+    steady, bursts, flicker = spread[0::3], spread[1::3], spread[2::3]
+    assert max(steady) < 0.5 < min(bursts + flicker), spread
+    # the flicker jumps from one 20 ms frame to the next; bursts mostly decay smoothly
+    jumps = (high + 1e-12).log().diff(dim=1).abs().mean(1).tolist()
+    assert min(jumps[2::3]) > max(jumps[0::3] + jumps[1::3]), jumps

@@ -148,6 +148,23 @@ def test_train_tiers_trains_only_the_chosen_tiers():
         assert changed == (name == "tier2")
 
 
+def test_fine_batch_size_trains_the_finer_tiers_on_the_first_clips_only():
+    torch.manual_seed(0)
+    recipe = MelNetRecipe(small_config(fine_batch_size=2), SPEC, GENRES)
+    mel, genre = torch.rand(4, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    tiers, contexts = split(mel.transpose(1, 2), 3)
+    with torch.no_grad():   # every tier's loss is taken before its own update, on the clips it trains on
+        expected = {g: float(recipe.tier_loss(g, [t[:n] for t in tiers], [c if c is None else c[:n] for c in contexts],
+                                              genre[:n], ctx()))
+                    for g, n in ((1, 4), (2, 2), (3, 2))}
+    out = recipe.train_step(mel, genre, ctx())
+    for g, value in expected.items():
+        assert float(out[f"nll_tier{g}"]) == pytest.approx(value, rel=1e-5)
+    n1, n2 = tiers[0].numel(), sum(t[:2].numel() for t in tiers[1:])
+    assert float(out["nll"]) == pytest.approx((expected[1] * n1 + sum(expected[g] * tiers[g - 1][:2].numel()
+                                                                     for g in (2, 3))) / (n1 + n2), rel=1e-5)
+
+
 def test_recipe_sampling_shapes_determinism_and_priming():
     torch.manual_seed(0)
     recipe = MelNetRecipe(small_config(), SPEC, GENRES)
@@ -161,8 +178,37 @@ def test_recipe_sampling_shapes_determinism_and_priming():
     assert recipe.sample(genre, prime=prime).shape == (2, 8, 13)    # default: prime + clip_frames
 
 
+def test_fine_every_trains_the_finer_tiers_on_every_nth_step_only():
+    recipe = MelNetRecipe(small_config(fine_every=3), SPEC, GENRES)
+    mel, genre = torch.rand(2, 8, 8) * 2 - 1, torch.tensor([0, 1])
+    for step in range(4):
+        before = {n: [p.clone() for p in m.parameters()] for n, m in recipe.modules.items()}
+        out = recipe.train_step(mel, genre, StepContext(step=step, device=torch.device("cpu")))
+        fine = step % 3 == 0
+        assert set(out) == {"nll", "nll_tier1"} | ({"nll_tier2", "nll_tier3"} if fine else set())
+        for name, module in recipe.modules.items():
+            changed = any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters()))
+            assert changed == (name == "tier1" or fine), (step, name)
+
+
+def test_given_tiers_are_kept_and_the_finer_ones_sampled_on_them():
+    torch.manual_seed(0)
+    recipe = MelNetRecipe(small_config(), SPEC, GENRES)
+    genre, real = torch.tensor([0, 2]), torch.rand(2, 8, 10) * 2 - 1
+    tiers = split(real.transpose(1, 2), 3)[0]
+    for k in range(4):
+        x = recipe.sample(genre, generator=torch.Generator().manual_seed(1), n_frames=10, given=real, given_tiers=k)
+        got = split(x.transpose(1, 2), 3)[0]
+        assert [torch.equal(a, b) for a, b in zip(got, tiers)] == [True] * k + [False] * (3 - k)
+    with pytest.raises(ConfigError, match="given"):
+        recipe.sample(genre, n_frames=8, given=real, given_tiers=1)
+    with pytest.raises(ConfigError, match="given_tiers"):
+        recipe.sample(genre, n_frames=10, given=real, given_tiers=4)
+
+
 @pytest.mark.parametrize("field,value", [("rnn", "transformer"), ("layers", []), ("clip_frames", 1),
-                                         ("train_tiers", [4]), ("scale_floor", 0.0)])
+                                         ("train_tiers", [4]), ("scale_floor", 0.0), ("fine_batch_size", 5),
+                                         ("fine_batch_size", -1), ("fine_every", 0)])
 def test_bad_config_fields_raise_config_error_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         MelNetRecipe(small_config(**{field: value}), SPEC, GENRES)

@@ -36,7 +36,8 @@ quickly approach 0 loss or the discriminator would")
     - Two time-scale update rule (Heusel et al. 2017): ``lr_d > lr_g`` lets the discriminator track the
       generator without extra steps; the paper presets still do ``d_steps=2`` as the paper did. ``tiny``
       trains at 3x the usual 2e-4 / 4e-4 (6e-4 / 1.2e-3): at the demo's ~1,000 CPU steps the honest
-      judge's genre accuracy went from 59% (one run) to 85% (mean of five seeds, 68-99%; README).
+      judge's genre accuracy went from 59% (one run) to 85% (mean of five seeds, 68-99%; README; measured
+      with the judge of format 3, before it learnt that flickering noise is no genre).
     - A minibatch-standard-deviation channel before the discriminator's last layer (Karras et al.
       2018): the spread of features across a group of 4 samples of one block (real or fake, never
       mixed). A generator that ignores its noise, the collapse seen in our first CPU runs (every
@@ -48,7 +49,8 @@ quickly approach 0 loss or the discriminator would")
       validation. The decay is warmed up as ``min(ema_decay, (1 + step) / (10 + step))`` so a short
       run's samples are not dominated by the random initial weights (at the demo's ~1,000 steps it
       averages over ~110 steps). Sampling the raw generator instead (``ema_decay=0``) was measured
-      over six seeds there and lost: 83% against 87% by the honest judge, with a wider spread (README).
+      over six seeds there and lost: 83% against 87% by the honest judge (format 3), with a wider
+      spread (README).
     - Temporal discriminators (:mod:`.temporal`; ``d_temporal_scales``, on in ``tiny``): 1-D
       convolutions along time over whole frames at several time scales, MelGAN's multi-scale idea
       turned along the time axis. The 2-D discriminator judges local patches and can be pleased by
@@ -234,7 +236,7 @@ _ORIGINAL = dict(loss="bce", conditioning="concat", matching_aware=True, spectra
 
 #: ``tiny``: CPU demo size, with temporal discriminators at 1x, 2x and 4x frame pooling (with them the
 #: honest judge's genre accuracy rose from 79% to 91% at 4,000 steps, see README) and Adam at 3x the
-#: usual rates (59% -> 85% at the demo's ~1,000 steps); ``paper-small`` /
+#: usual rates (59% -> 85% at the demo's ~1,000 steps; both by the judge of format 3); ``paper-small`` /
 #: ``paper-large``: Table 1 sizes (and parameter counts, so without temporal discriminators: add them
 #: with ``--set d_temporal_scales=[1,2,4]``) with the stabilised
 #: objective; ``*-original``: the same networks trained with the paper's own objective (BCE, concat

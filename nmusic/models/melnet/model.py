@@ -40,7 +40,9 @@ class MelNetConfig:
 
     spec: str = "default"            # spectrogram preset (nmusic.frontend.SPEC_PRESETS)
     clip_frames: int = 64            # frames per training clip
-    batch_size: int = 8
+    batch_size: int = 8              # clips per step: tier 1 trains on all of them
+    fine_batch_size: int = 0         # clips of each step that tiers >= 2 train on (0 = all of them)
+    fine_every: int = 1              # tiers >= 2 train on every n-th step only (tier 1 on every step)
     dim: int = 32                    # hidden width d of every stack
     layers: tuple[int, ...] = (4, 2, 2)   # layers per tier; len = number of tiers
     rnn: str = "lstm"                # "lstm" or "gru"
@@ -67,8 +69,10 @@ def check(c: MelNetConfig, n_mels: int) -> None:
     require(len(c.layers) >= 1 and all(isinstance(n, int) and n >= 1 for n in c.layers), c, "layers",
             "needs the number of layers (>= 1) of every tier, e.g. [4, 2, 2]")
     require(c.rnn in RNN_TYPES, c, "rnn", f"must be one of {sorted(RNN_TYPES)}")
-    for name in ("dim", "n_mixtures", "cond_dim", "cond_layers", "batch_size"):
+    for name in ("dim", "n_mixtures", "cond_dim", "cond_layers", "batch_size", "fine_every"):
         require(isinstance(getattr(c, name), int) and getattr(c, name) >= 1, c, name, "must be an integer >= 1")
+    require(isinstance(c.fine_batch_size, int) and 0 <= c.fine_batch_size <= c.batch_size, c, "fine_batch_size",
+            f"must be between 0 (= batch_size) and batch_size ({c.batch_size})")
     require(c.scale_floor > 0, c, "scale_floor", "must be > 0")
     require(c.lr > 0, c, "lr", "must be > 0")
     G = len(c.layers)
@@ -152,8 +156,14 @@ class MelNetRecipe(Recipe):
         trainer decides (a skipped fp16 step, or divergence).
         """
         tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
+        fine = self.config.fine_batch_size or len(genre)
         out, total, count = {}, 0.0, 0
         for g in self.train_tiers:
+            if g >= 2 and ctx.step % self.config.fine_every:
+                continue
+            if g >= 2 and fine < len(genre):   # the finer tiers train on the first `fine` clips of the batch
+                tiers, contexts = [t[:fine] for t in tiers], [c if c is None else c[:fine] for c in contexts]
+                genre = genre[:fine]
             loss = self.tier_loss(g, tiers, contexts, genre, ctx)
             ctx.backward(loss)
             ctx.optimizer_step(self.optimizers[f"tier{g}"], self.modules[f"tier{g}"].parameters())
@@ -178,7 +188,7 @@ class MelNetRecipe(Recipe):
     @torch.no_grad()
     def sample(self, genre: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
                n_frames: int | None = None, prime: torch.Tensor | None = None, naive: bool | str = False,
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, given: torch.Tensor | None = None, given_tiers: int = 0) -> torch.Tensor:
         """``(B,)`` genre ids -> ``(B, n_mels, n_frames)`` normalised log-mel (cached sampling).
 
         ``n_frames`` defaults to ``clip_frames`` (plus the prime's length when priming).
@@ -186,6 +196,9 @@ class MelNetRecipe(Recipe):
         component's mean). ``prime (B|1, n_mels, P)`` is a real clip to continue: the result starts
         with it. ``naive=True`` (or ``"element"``) uses the slow exact baseline that re-runs the
         network per element, ``"frame"`` the seed's sampler that re-runs it per frame (benchmarks).
+        ``given (B, n_mels, n_frames)``: a real spectrogram whose tiers ``1..given_tiers`` are taken
+        instead of sampled, the finer ones sampled on them: which tier falls short
+        (``benchmarks/melnet_tier_oracle.py``).
         """
         self._check_genre(genre)
         genre = genre.to(next(self.tiers()[0].parameters()).device)
@@ -201,7 +214,15 @@ class MelNetRecipe(Recipe):
         n_frames = n_frames or n_prime + self.config.clip_frames
         if min(min(s) for s in tier_shapes(n_frames, n_mels, self.n_tiers)) < 1 or n_frames < n_prime:
             raise ConfigError(f"n_frames={n_frames} is too short for {self.n_tiers} tiers or the {n_prime}-frame prime")
-        x = sample_tiers(self.tiers(), genre, n_frames, n_mels, temperature, generator, prime, naive, progress)
+        fixed = []
+        if given_tiers:
+            shape = (genre.shape[0], n_mels, n_frames)
+            if not 0 <= given_tiers <= self.n_tiers or given is None or tuple(given.shape) != shape:
+                raise ConfigError(f"given_tiers must be in 0..{self.n_tiers} with a spectrogram given {shape}; got "
+                                  f"{given_tiers} and {None if given is None else tuple(given.shape)}")
+            fixed = split(given.transpose(1, 2), self.n_tiers)[0][:given_tiers]
+        x = sample_tiers(self.tiers(), genre, n_frames, n_mels, temperature, generator, prime, naive, progress,
+                         fixed)
         return x.transpose(1, 2).contiguous()
 
 

@@ -226,12 +226,14 @@ def sample_tier_naive(tier: Tier, n_frames: int, genre: torch.Tensor, context: t
 @torch.no_grad()
 def sample(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, temperature: float = 1.0,
            generator: torch.Generator | None = None, prime: torch.Tensor | None = None,
-           naive: bool | str = False, progress: bool = False) -> torch.Tensor:
+           naive: bool | str = False, progress: bool = False, given: list[torch.Tensor] = ()) -> torch.Tensor:
     """All tiers, coarse to fine: ``(B,)`` genres -> ``(B, n_frames, n_mels)`` (time-major).
 
     ``prime (B|1, P, n_mels)`` (time-major) becomes the first ``P`` frames of the result.
     ``naive``: ``False`` (cached sampling), ``True`` or ``"element"`` (re-run per element) or
     ``"frame"`` (re-run per frame, the seed's sampler); see :func:`sample_tier_naive`.
+    ``given``: tiers ``1..k`` (``split`` of a ``(B, n_frames, n_mels)`` spectrogram) taken as they are
+    instead of sampled; the finer tiers are sampled conditioned on them (which tier falls short).
     """
     per = "element" if naive is True else naive or None
     if per is not None and per not in NAIVE:
@@ -244,7 +246,10 @@ def sample(tiers: list[Tier], genre: torch.Tensor, n_frames: int, n_mels: int, t
     bar = progress_bar(total=sum(s[0] for s in shapes), desc="melnet sampling", unit="frame", disable=not progress)
     x = None
     for g, tier in enumerate(tiers):
-        if per:
+        if g < len(given):
+            fine = given[g].to(next(tier.parameters()))
+            bar.update(shapes[g][0])
+        elif per:
             fine = sample_tier_naive(tier, shapes[g][0], genre, x, primes[g], temperature, generator, bar, per)
         else:
             fine = sample_tier(tier, shapes[g][0], genre, x, primes[g], temperature, generator, progress=bar)
