@@ -12,7 +12,6 @@ prints one line per ``k`` and writes ``tier_oracle.json`` into the run folder.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch

@@ -189,6 +189,8 @@ def test_fine_every_trains_the_finer_tiers_on_every_nth_step_only():
         for name, module in recipe.modules.items():
             changed = any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters()))
             assert changed == (name == "tier1" or fine), (step, name)
+    with pytest.raises(ConfigError, match="fine_every"):
+        MelNetRecipe(small_config(fine_every=3, train_tiers=[2]), SPEC, GENRES)
 
 
 def test_given_tiers_are_kept_and_the_finer_ones_sampled_on_them():

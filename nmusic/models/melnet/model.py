@@ -78,6 +78,8 @@ def check(c: MelNetConfig, n_mels: int) -> None:
     G = len(c.layers)
     require(all(t in range(1, G + 1) for t in c.train_tiers) and len(set(c.train_tiers)) == len(c.train_tiers), c,
             "train_tiers", f"must list distinct tiers among 1..{G} (empty = all)")
+    require(c.fine_every == 1 or not c.train_tiers or 1 in c.train_tiers, c, "fine_every",
+            "must be 1 when tier 1 is not trained (steps without a trained tier would do nothing)")
     shapes = tier_shapes(c.clip_frames, n_mels, G)
     require(min(min(s) for s in shapes) >= 1, c, "clip_frames",
             f"is too small for {G} tiers of a {n_mels}-mel spectrogram (tier shapes {shapes}); use more frames or "
@@ -153,23 +155,25 @@ class MelNetRecipe(Recipe):
         Returns ``{"nll": ..., "nll_tier<g>": ...}`` in nats per element as 0-dim tensors on the
         training device (no host sync; the trainer reads them once per log interval); ``nll`` is
         over the elements of the trained tiers. A non-finite loss is returned, not raised: the
-        trainer decides (a skipped fp16 step, or divergence).
+        trainer decides (a skipped fp16 step, or divergence). Tiers >= 2 train on the first
+        ``fine_batch_size`` clips, and only on every ``fine_every``-th step (their losses are
+        absent from the other steps).
         """
         tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
-        fine = self.config.fine_batch_size or len(genre)
+        b = self.config.fine_batch_size or len(genre)
+        coarse = (tiers, contexts, genre)
+        fine = ([t[:b] for t in tiers], [c if c is None else c[:b] for c in contexts], genre[:b])
         out, total, count = {}, 0.0, 0
         for g in self.train_tiers:
             if g >= 2 and ctx.step % self.config.fine_every:
                 continue
-            if g >= 2 and fine < len(genre):   # the finer tiers train on the first `fine` clips of the batch
-                tiers, contexts = [t[:fine] for t in tiers], [c if c is None else c[:fine] for c in contexts]
-                genre = genre[:fine]
-            loss = self.tier_loss(g, tiers, contexts, genre, ctx)
+            batch = coarse if g == 1 else fine
+            loss = self.tier_loss(g, *batch, ctx)
             ctx.backward(loss)
             ctx.optimizer_step(self.optimizers[f"tier{g}"], self.modules[f"tier{g}"].parameters())
             value = loss.detach()
             out[f"nll_tier{g}"] = value
-            n = tiers[g - 1].numel()
+            n = batch[0][g - 1].numel()
             total, count = total + value * n, count + n
         return {"nll": total / count, **out}
 
