@@ -165,6 +165,26 @@ def test_fine_batch_size_trains_the_finer_tiers_on_the_first_clips_only():
                                                                      for g in (2, 3))) / (n1 + n2), rel=1e-5)
 
 
+def test_fine_clip_frames_trains_and_validates_the_finer_tiers_on_the_first_frames_only():
+    torch.manual_seed(0)
+    recipe = MelNetRecipe(small_config(clip_frames=16, fine_clip_frames=8), SPEC, GENRES)
+    mel, genre = torch.rand(4, 8, 16) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    whole, crop = split(mel.transpose(1, 2), 3), split(mel[:, :, :8].transpose(1, 2), 3)
+    with torch.no_grad():   # tier 1 on the whole clips, tiers 2-3 on their first 8 frames
+        expected = {g: float(recipe.tier_loss(g, *(whole if g == 1 else crop), genre, ctx())) for g in (1, 2, 3)}
+        held_out = recipe.eval_step(mel, genre)
+    assert held_out == pytest.approx({"nll": (expected[1] * whole[0][0].numel() + sum(
+        expected[g] * crop[0][g - 1].numel() for g in (2, 3))) / (whole[0][0].numel() + crop[0][1].numel()
+                                                                 + crop[0][2].numel()),
+        **{f"nll_tier{g}": v for g, v in expected.items()}}, rel=1e-5)
+    out = recipe.train_step(mel, genre, ctx())
+    for g, value in expected.items():
+        assert float(out[f"nll_tier{g}"]) == pytest.approx(value, rel=1e-5)
+    for bad in (17, 1):   # longer than the clips; too short for three tiers
+        with pytest.raises(ConfigError, match="fine_clip_frames"):
+            MelNetRecipe(small_config(clip_frames=16, fine_clip_frames=bad), SPEC, GENRES)
+
+
 def test_recipe_sampling_shapes_determinism_and_priming():
     torch.manual_seed(0)
     recipe = MelNetRecipe(small_config(), SPEC, GENRES)

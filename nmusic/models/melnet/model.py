@@ -42,6 +42,7 @@ class MelNetConfig:
     clip_frames: int = 64            # frames per training clip
     batch_size: int = 8              # clips per step: tier 1 trains on all of them
     fine_batch_size: int = 0         # clips of each step that tiers >= 2 train on (0 = all of them)
+    fine_clip_frames: int = 0        # first frames of each clip that tiers >= 2 train on (0 = all of them)
     fine_every: int = 1              # tiers >= 2 train on every n-th step only (tier 1 on every step)
     dim: int = 32                    # hidden width d of every stack
     layers: tuple[int, ...] = (4, 2, 2)   # layers per tier; len = number of tiers
@@ -73,6 +74,8 @@ def check(c: MelNetConfig, n_mels: int) -> None:
         require(isinstance(getattr(c, name), int) and getattr(c, name) >= 1, c, name, "must be an integer >= 1")
     require(isinstance(c.fine_batch_size, int) and 0 <= c.fine_batch_size <= c.batch_size, c, "fine_batch_size",
             f"must be between 0 (= batch_size) and batch_size ({c.batch_size})")
+    require(isinstance(c.fine_clip_frames, int) and 0 <= c.fine_clip_frames <= c.clip_frames, c,
+            "fine_clip_frames", f"must be between 0 (= clip_frames) and clip_frames ({c.clip_frames})")
     require(c.scale_floor > 0, c, "scale_floor", "must be > 0")
     require(c.lr > 0, c, "lr", "must be > 0")
     G = len(c.layers)
@@ -84,6 +87,9 @@ def check(c: MelNetConfig, n_mels: int) -> None:
     require(min(min(s) for s in shapes) >= 1, c, "clip_frames",
             f"is too small for {G} tiers of a {n_mels}-mel spectrogram (tier shapes {shapes}); use more frames or "
             f"fewer tiers")
+    fine = tier_shapes(c.fine_clip_frames or c.clip_frames, n_mels, G)
+    require(min(min(s) for s in fine) >= 1, c, "fine_clip_frames",
+            f"is too small for {G} tiers of a {n_mels}-mel spectrogram (tier shapes {fine}); use more frames")
 
 
 PRESETS: dict[str, MelNetConfig] = {
@@ -155,17 +161,20 @@ class MelNetRecipe(Recipe):
         Returns ``{"nll": ..., "nll_tier<g>": ...}`` in nats per element as 0-dim tensors on the
         training device (no host sync; the trainer reads them once per log interval); ``nll`` is
         over the elements of the trained tiers. A non-finite loss is returned, not raised: the
-        trainer decides (a skipped fp16 step, or divergence). Tiers >= 2 train on the first
-        ``fine_batch_size`` clips, and only on every ``fine_every``-th step (their losses are
-        absent from the other steps).
+        trainer decides (a skipped fp16 step, or divergence). Tier 1 trains on the whole clips;
+        tiers >= 2 on the first ``fine_batch_size`` clips, cut to their first ``fine_clip_frames``
+        frames (clips start at random, so the first frames are a random crop too), and only on every
+        ``fine_every``-th step (their losses are absent from the other steps).
         """
+        c = self.config
         tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
-        b = self.config.fine_batch_size or len(genre)
         coarse = (tiers, contexts, genre)
-        fine = ([t[:b] for t in tiers], [c if c is None else c[:b] for c in contexts], genre[:b])
+        b, f = c.fine_batch_size or len(genre), c.fine_clip_frames or mel.shape[-1]
+        fine_tiers, fine_contexts = split(mel[:b, :, :f].transpose(1, 2), self.n_tiers)
+        fine = (fine_tiers, fine_contexts, genre[:b])
         out, total, count = {}, 0.0, 0
         for g in self.train_tiers:
-            if g >= 2 and ctx.step % self.config.fine_every:
+            if g >= 2 and ctx.step % c.fine_every:
                 continue
             batch = coarse if g == 1 else fine
             loss = self.tier_loss(g, *batch, ctx)
@@ -179,14 +188,18 @@ class MelNetRecipe(Recipe):
 
     @torch.no_grad()
     def eval_step(self, mel: torch.Tensor, genre: torch.Tensor) -> dict[str, float]:
-        """Held-out NLL in nats per element of the whole spectrogram (``nll``), and per tier."""
+        """Held-out NLL in nats per element (``nll``), and per tier; each tier on the frames it trains on
+        (tier 1 the whole clips, tiers >= 2 their first ``fine_clip_frames``)."""
         tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
-        out, total = {}, 0.0
+        fine_tiers, fine_contexts = split(mel[:, :, :self.config.fine_clip_frames or mel.shape[-1]].transpose(1, 2),
+                                          self.n_tiers)
+        out, total, count = {}, 0.0, 0
         for g, tier in enumerate(self.tiers()):
-            value = float(gmm.nll(tier.mixture(tier(tiers[g], genre, contexts[g])), tiers[g]).mean())
+            x, context = (tiers[0], None) if g == 0 else (fine_tiers[g], fine_contexts[g])
+            value = float(gmm.nll(tier.mixture(tier(x, genre, context)), x).mean())
             out[f"nll_tier{g + 1}"] = value
-            total += value * tiers[g].numel()
-        return {"nll": total / mel.numel(), **out}
+            total, count = total + value * x.numel(), count + x.numel()
+        return {"nll": total / count, **out}
 
     # --- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
