@@ -83,13 +83,11 @@ def check(c: MelNetConfig, n_mels: int) -> None:
             "train_tiers", f"must list distinct tiers among 1..{G} (empty = all)")
     require(c.fine_every == 1 or not c.train_tiers or 1 in c.train_tiers, c, "fine_every",
             "must be 1 when tier 1 is not trained (steps without a trained tier would do nothing)")
-    shapes = tier_shapes(c.clip_frames, n_mels, G)
-    require(min(min(s) for s in shapes) >= 1, c, "clip_frames",
-            f"is too small for {G} tiers of a {n_mels}-mel spectrogram (tier shapes {shapes}); use more frames or "
-            f"fewer tiers")
-    fine = tier_shapes(c.fine_clip_frames or c.clip_frames, n_mels, G)
-    require(min(min(s) for s in fine) >= 1, c, "fine_clip_frames",
-            f"is too small for {G} tiers of a {n_mels}-mel spectrogram (tier shapes {fine}); use more frames")
+    for name, frames in (("clip_frames", c.clip_frames), ("fine_clip_frames", c.fine_clip_frames or c.clip_frames)):
+        shapes = tier_shapes(frames, n_mels, G)
+        require(min(min(s) for s in shapes) >= 1, c, name,
+                f"is too small for {G} tiers of a {n_mels}-mel spectrogram (tier shapes {shapes}); use more frames "
+                f"or fewer tiers")
 
 
 PRESETS: dict[str, MelNetConfig] = {
@@ -166,15 +164,12 @@ class MelNetRecipe(Recipe):
         frames (clips start at random, so the first frames are a random crop too), and only on every
         ``fine_every``-th step (their losses are absent from the other steps).
         """
-        c = self.config
-        tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
-        coarse = (tiers, contexts, genre)
-        b, f = c.fine_batch_size or len(genre), c.fine_clip_frames or mel.shape[-1]
-        fine_tiers, fine_contexts = split(mel[:b, :, :f].transpose(1, 2), self.n_tiers)
-        fine = (fine_tiers, fine_contexts, genre[:b])
+        whole = split(mel.transpose(1, 2), self.n_tiers)
+        b = self.config.fine_batch_size or len(genre)
+        coarse, fine = (*whole, genre), (*self._fine_split(mel, whole, b), genre[:b])
         out, total, count = {}, 0.0, 0
         for g in self.train_tiers:
-            if g >= 2 and ctx.step % c.fine_every:
+            if g >= 2 and ctx.step % self.config.fine_every:
                 continue
             batch = coarse if g == 1 else fine
             loss = self.tier_loss(g, *batch, ctx)
@@ -186,16 +181,24 @@ class MelNetRecipe(Recipe):
             total, count = total + value * n, count + n
         return {"nll": total / count, **out}
 
+    def _fine_split(self, mel: torch.Tensor, whole: tuple, n_clips: int) -> tuple:
+        """What tiers >= 2 train and are validated on: the (tiers, contexts) split of the first ``n_clips``
+        clips of ``mel (B, n_mels, frames)``, cut to their first ``fine_clip_frames``; ``whole`` (the split
+        of all of ``mel``) when nothing is cut."""
+        frames = self.config.fine_clip_frames or mel.shape[-1]
+        if n_clips == mel.shape[0] and frames == mel.shape[-1]:
+            return whole
+        return split(mel[:n_clips, :, :frames].transpose(1, 2), self.n_tiers)
+
     @torch.no_grad()
     def eval_step(self, mel: torch.Tensor, genre: torch.Tensor) -> dict[str, float]:
         """Held-out NLL in nats per element (``nll``), and per tier; each tier on the frames it trains on
         (tier 1 the whole clips, tiers >= 2 their first ``fine_clip_frames``)."""
-        tiers, contexts = split(mel.transpose(1, 2), self.n_tiers)
-        fine_tiers, fine_contexts = split(mel[:, :, :self.config.fine_clip_frames or mel.shape[-1]].transpose(1, 2),
-                                          self.n_tiers)
+        whole = split(mel.transpose(1, 2), self.n_tiers)
+        fine_tiers, fine_contexts = self._fine_split(mel, whole, len(genre))
         out, total, count = {}, 0.0, 0
         for g, tier in enumerate(self.tiers()):
-            x, context = (tiers[0], None) if g == 0 else (fine_tiers[g], fine_contexts[g])
+            x, context = (whole[0][0], None) if g == 0 else (fine_tiers[g], fine_contexts[g])
             value = float(gmm.nll(tier.mixture(tier(x, genre, context)), x).mean())
             out[f"nll_tier{g + 1}"] = value
             total, count = total + value * x.numel(), count + x.numel()
