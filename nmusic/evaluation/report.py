@@ -219,6 +219,15 @@ def render_markdown(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sessions(sessions: list[dict]) -> str:
+    """`` in sessions: train_tiers=[1] to step 3,900 (255 s), then ...``; empty for one session."""
+    if len(sessions) < 2:
+        return ""
+    return " in sessions: " + ", then ".join(
+        " ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in s.items() if k not in ("steps", "train_seconds"))
+        + f" to step {s['steps']:,} ({s['train_seconds']:.0f} s)" for s in sessions)
+
+
 def demo_markdown(r: dict, out: Path, metrics: dict) -> str:
     """``nmusic demo``'s report (``r``: ``report.json``, files under ``out``): what was trained, the honest
     headline, samples, then the full evaluation (:func:`render_markdown` of ``metrics``)."""
@@ -231,7 +240,8 @@ def demo_markdown(r: dict, out: Path, metrics: dict) -> str:
     lines = [
         f"# nmusic demo: {r['model']} `{r['preset']}`", "",
         f"- parameters: {r['params']:,}", f"- training: {r['steps']} steps in {r['train_seconds']:.0f} s on "
-        f"{r['device']} ({r['train_khz']:.1f} kHz of audio per second); samples from `{Path(r['checkpoint']).name}`",
+        f"{r['device']} ({r['train_khz']:.1f} kHz of audio per second){_sessions(r.get('sessions') or [])}; "
+        f"samples from `{Path(r['checkpoint']).name}`",
         f"- **{g['judge_accuracy']:.1%}** of {g['clips_per_genre']} generated clips per genre (inverted to audio with "
         f"{r.get('inversion', 'griffin-lim-32')}) are assigned the genre asked for by the network judge (ceiling: {g['ceiling']:.1%} of real "
         f"held-out clips after the same inversion); the feature judge says {g['feature_judge_accuracy']:.1%} "

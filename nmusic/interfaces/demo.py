@@ -1,8 +1,8 @@
 """``nmusic demo``: the whole job on the embedded dataset, on a CPU, within 15 minutes.
 
 embedded dataset (procedural classical/EDM/lofi) -> fetch -> manifest -> prepare -> train the
-``tiny`` preset under a time budget -> ``nmusic evaluate`` on the run (the two judges, held to
-account by the trivial fakes; accuracy of the generated audio against its ceilings; distances with
+``tiny`` preset under a time budget (MelNet: tier 1 first, then the finer tiers) -> ``nmusic evaluate``
+on the run (the two judges, held to account by the trivial fakes; accuracy of the generated audio against its ceilings; distances with
 their floors; originality) -> listening samples per genre -> ``report.md`` + ``report.json`` (+ WAVs
 and PNGs) in the output folder.
 
@@ -26,7 +26,7 @@ from ..evaluation.report import demo_markdown
 from ..frontend import MelFrontEnd, spec_preset
 from ..generate import sample_per_genre, write_clips
 from ..models import registry
-from ..training.runs import load_run, train_model
+from ..training.runs import load_run, train_within
 from ..utils.files import atomic_write_json, atomic_write_text
 
 
@@ -66,8 +66,8 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     cache, manifest, cache_path = prepare_embedded(out, budget.files_per_genre, budget.seconds_per_file,
                                                    spec.sample_rate, seed, progress)
     run_dir = out / "runs" / f"{model}-tiny"
-    summary = train_model(model, "tiny", cfg, cache_path=cache_path, run_dir=run_dir, steps=None,
-                          time_budget_s=train_seconds, resume=True, device=str(dev), seed=seed, progress=progress)
+    summary = train_within(model, "tiny", cfg, cache_path, run_dir, train_seconds, resume=True, device=str(dev),
+                           seed=seed, progress=progress)   # MelNet: tier 1 first, then the finer tiers
 
     if vocoder is not None:   # a trained vocoder run makes the run's audio (evaluation, samples) from now on
         from ..inversion import record_vocoder
@@ -93,7 +93,8 @@ def run_demo(out, model: str = "cmelgan", quick: bool = False, budget_s: float |
     report = {
         "model": model, "preset": "tiny", "params": summary["params"],
         "train_seconds": summary["train_seconds"], "train_khz": summary["train_khz"],
-        "steps": summary["steps"], "device": summary["device"], "checkpoint": run["checkpoint"],
+        "steps": summary["steps"], "sessions": summary["sessions"], "device": summary["device"],
+        "checkpoint": run["checkpoint"],
         "inversion": inversion.name,
         "genres": genres_report, "genre_list": cache.genres, "spec": to_dict(spec), "run_dir": str(run_dir),
         "dataset_hours": manifest.hours_per_genre(),

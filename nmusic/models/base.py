@@ -131,6 +131,12 @@ class Recipe:
         raise NotImplementedError
 
     @classmethod
+    def budget_sessions(cls, config) -> list[tuple[object, float]]:
+        """How a run that is given one time budget (``nmusic demo``) spends it: ``(config, share)`` per
+        session, each session resuming the run the last one left. One session of ``config`` by default."""
+        return [(config, 1.0)]
+
+    @classmethod
     def load_data(cls, cache_path, val_fraction: float, seed: int):
         """``(cache, train_files, val_files)`` for ``nmusic train --cache PATH``: by default the audio cache and
         its split by file (:func:`nmusic.data.clips.split_by_file`); a family with its own data overrides it."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import apply_overrides, from_dict
+from ..config import apply_overrides, from_dict, to_dict
 from ..data.clips import VAL_FRACTION
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError
@@ -75,6 +75,23 @@ def train_model(model: str, preset: str, cfg, cache_path, run_dir, steps: int | 
         "train_khz": done * trainer.batch_size * trainer.world_size * clip_samples / max(seconds, 1e-9) / 1000,
         "history_tail": trainer.history[-1] if trainer.history else None,
     }
+
+
+def train_within(model: str, preset: str, cfg, cache_path, run_dir, time_budget_s: float, **kwargs) -> dict:
+    """Train ``model`` into ``run_dir`` within ``time_budget_s`` seconds, spent as the recipe's
+    :meth:`~nmusic.models.base.Recipe.budget_sessions` say (MelNet: tier 1 first, then the finer tiers), each
+    session a :func:`train_model` call resuming the last. Returns the last session's summary, with the
+    seconds and audio rate over all sessions and ``sessions``: what each one trained."""
+    recipe = recipe_class(model)
+    plan = recipe.budget_sessions(cfg)
+    summaries = [train_model(model, preset, session_cfg, cache_path, run_dir, time_budget_s=time_budget_s * share,
+                             **kwargs) for session_cfg, share in plan]
+    seconds = sum(s["train_seconds"] for s in summaries)
+    khz = sum(s["train_khz"] * s["train_seconds"] for s in summaries) / max(seconds, 1e-9)
+    sessions = [{"steps": s["steps"], "train_seconds": s["train_seconds"],
+                 **{name: to_dict(session_cfg)[name] for name in recipe.schedule_fields}}
+                for s, (session_cfg, _) in zip(summaries, plan)]
+    return {**summaries[-1], "train_seconds": seconds, "train_khz": khz, "sessions": sessions}
 
 
 # --- loading -----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ about 40k per conditioned tier.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -103,6 +103,10 @@ PRESETS: dict[str, MelNetConfig] = {
 }
 
 
+#: Share of a time budget that tier 1 trains alone (:meth:`MelNetRecipe.budget_sessions`; README, "Tier 1 first").
+TIER1_SHARE = 0.5
+
+
 class MelNetRecipe(Recipe):
     """Multiscale MelNet: modules ``tier1..tierG``, one Adam optimiser per tier.
 
@@ -131,6 +135,16 @@ class MelNetRecipe(Recipe):
         for g in range(1, G + 1):
             self.optimizers[f"tier{g}"] = torch.optim.Adam(
                 self.modules[f"tier{g}"].parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+
+    @classmethod
+    def budget_sessions(cls, config: MelNetConfig) -> list[tuple[MelNetConfig, float]]:
+        """Tiers are trained apart (each on the real coarser tiers, as MelNet trains them), so a budget is
+        spent in two sessions: tier 1 alone for the first :data:`TIER1_SHARE` of it, then the finer tiers
+        with tier 1 done. One session when ``train_tiers`` is set or there is one tier."""
+        if config.train_tiers or len(config.layers) == 1:
+            return [(config, 1.0)]
+        finer = tuple(range(2, len(config.layers) + 1))
+        return [(replace(config, train_tiers=(1,)), TIER1_SHARE), (replace(config, train_tiers=finer), 1 - TIER1_SHARE)]
 
     def tiers(self) -> list[Tier]:
         """The raw tier modules (unwrapped from DDP), coarse to fine."""
