@@ -1,10 +1,10 @@
 """``nmusic demo``: the whole job on the embedded dataset, on a CPU, within 15 minutes.
 
 embedded dataset (procedural classical/EDM/lofi) -> fetch -> manifest -> prepare -> train the
-``tiny`` preset under a time budget (MelNet: tier 1 first, then the finer tiers) -> ``nmusic evaluate``
-on the run (the two judges, held to account by the trivial fakes; accuracy of the generated audio against its ceilings; distances with
-their floors; originality) -> listening samples per genre -> ``report.md`` + ``report.json`` (+ WAVs
-and PNGs) in the output folder.
+``tiny`` preset under a time budget (MelNet: tier 1 first, then the finer tiers) -> ``nmusic
+evaluate`` on the run (the two judges, held to account by the trivial fakes; accuracy of the
+generated audio against its ceilings; distances with their floors; originality) -> listening
+samples per genre -> ``report.md`` + ``report.json`` (+ WAVs and PNGs) in the output folder.
 
 The data goes through exactly the path a user's data does (real audio files in genre folders,
 mixed formats and rates). Nothing is downloaded.

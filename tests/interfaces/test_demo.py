@@ -46,14 +46,14 @@ def test_demo_cli_rejects_a_bad_budget(tmp_path):
 
 
 def test_quick_melnet_demo_trains_tier_1_first_then_the_finer_tiers(tmp_path, one_thread):
-    from nmusic.interfaces.demo import run_demo
+    from nmusic.interfaces.demo import QUICK, run_demo
     from nmusic.models.melnet.model import TIER1_SHARE
 
     report = run_demo(tmp_path, model="melnet", quick=True, progress=False)
     first, second = report["sessions"]
     assert list(first["train_tiers"]) == [1] and list(second["train_tiers"]) == [2, 3, 4]
     assert 0 < first["steps"] < second["steps"] == report["steps"]
-    assert first["train_seconds"] >= TIER1_SHARE * 8.0 * 0.9     # QUICK's 8 s, shared as the recipe says
+    assert first["train_seconds"] >= TIER1_SHARE * QUICK.train_seconds * 0.9     # shared as the recipe says
     md = (tmp_path / "report.md").read_text()
     assert f"train_tiers=[1] to step {first['steps']:,}" in md and "then train_tiers=[2, 3, 4] to step" in md
     assert all(g["files"] for g in report["genres"].values())

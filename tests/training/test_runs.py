@@ -35,7 +35,7 @@ def test_train_within_trains_tier_1_alone_then_the_finer_tiers_on_top(tmp_path, 
     assert 0 < first["steps"] < second["steps"] == summary["steps"]
     assert summary["train_seconds"] == pytest.approx(first["train_seconds"] + second["train_seconds"])
     assert 3.0 < summary["train_seconds"] < 8.0
-    ends = {load_checkpoint(p)["step"]: load_checkpoint(p) for p in list_checkpoints(run)}
+    ends = {state["step"]: state for state in map(load_checkpoint, list_checkpoints(run))}
     a, b = ends[first["steps"]]["modules"], ends[second["steps"]]["modules"]
     for name in a["tier1"]:        # tier 1 is not touched by the second session; tier 2 is trained there
         assert torch.equal(a["tier1"][name], b["tier1"][name])
