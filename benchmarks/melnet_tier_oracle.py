@@ -16,11 +16,9 @@ from pathlib import Path
 
 import torch
 
-from nmusic.config import from_dict
 from nmusic.data.clips import balanced_subset, spaced_chunks
 from nmusic.evaluation.data import EvaluationData
 from nmusic.evaluation.evaluate import JUDGE_STEPS, accuracy_report
-from nmusic.frontend import SpecParams
 from nmusic.generate import invert
 from nmusic.training.runs import find_cache, load_run
 from nmusic.utils.files import atomic_write_json
@@ -37,9 +35,8 @@ def main(argv=None) -> dict:
     recipe, ckpt = load_run(args.run, device="cpu")
     if ckpt.get("model") != "melnet":
         raise SystemExit(f"{args.run}: a {ckpt.get('model')} run; the tier oracle needs a MelNet run")
-    spec = from_dict(SpecParams, ckpt["spec"])
     cache = find_cache(args.run, args.cache)
-    data = EvaluationData(cache, spec, int((ckpt.get("train_config") or {}).get("seed", 0)), torch.device("cpu"))
+    data = EvaluationData.of_run(ckpt, cache, torch.device("cpu"))
     data.judges(args.run, args.judge_steps, progress=True)
     samples = round(data.judge.spec.clip_seconds * data.rate)
     held = spaced_chunks(data.cache, data.val_files, samples, 8, as_many_as_fit=True, seed=args.seed)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import to_dict
+from ..config import from_dict, to_dict
 from ..data.cache import AudioCache
 from ..data.clips import VAL_FRACTION, balanced_subset, read_chunks, spaced_chunks, split_by_file
 from ..errors import CheckpointError, ConfigError
@@ -72,6 +72,11 @@ class Judged:
                       [self.chunks[i] for i in idx] if self.chunks else [])
 
 
+def split_seed(ckpt: dict) -> int:
+    """The seed a run's files were split by: its training seed (the trainer splits with it)."""
+    return int((ckpt.get("train_config") or {}).get("seed", 0))
+
+
 class EvaluationData:
     """One (cache, spectrogram, split): the real audio, its judges, and the judged real clips per length."""
 
@@ -91,6 +96,11 @@ class EvaluationData:
         self.judge_paths: dict[str, str] = {}
         self.reused: dict[str, bool] = {}
         self._real: dict[int, dict] = {}
+
+    @classmethod
+    def of_run(cls, ckpt: dict, cache_path: Path, device: torch.device) -> "EvaluationData":
+        """The setting a run was trained in: its spectrogram and split, on ``cache_path``."""
+        return cls(cache_path, from_dict(SpecParams, ckpt["spec"]), split_seed(ckpt), device)
 
     # --- audio -----------------------------------------------------------------------------------
     def clips(self, chunks, samples: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,7 +49,7 @@ from ..training.runs import describe_checkpoint, find_cache, load_run, run_label
 from ..utils.files import atomic_write_json, atomic_write_text, read_json
 from . import fakes as FK
 from . import metrics as M
-from .data import PER_FILE_MAX, EvaluationData, report_progress
+from .data import PER_FILE_MAX, EvaluationData, report_progress, split_seed
 from .listening_test import mos_by_source
 from .report import JUDGE_NAMES, render_markdown
 
@@ -317,10 +317,9 @@ def evaluate_runs(run_dirs, out_dir, cache_path=None, device: str = "auto", n_pe
         report_progress(progress, f"{run_label(run_dir)}: {describe_checkpoint(ckpt)}")
         spec = from_dict(SpecParams, ckpt["spec"])
         cpath = find_cache(run_dir, cache_path)
-        split_seed = int((ckpt.get("train_config") or {}).get("seed", 0))
-        key = (str(cpath.resolve()), json.dumps(to_dict(spec), sort_keys=True), split_seed)
+        key = (str(cpath.resolve()), json.dumps(to_dict(spec), sort_keys=True), split_seed(ckpt))
         if key not in datas:
-            datas[key] = EvaluationData(cpath, spec, split_seed, dev)
+            datas[key] = EvaluationData.of_run(ckpt, cpath, dev)
             same = sum(spec_name(d.spec) == spec_name(spec) for d in datas.values())
             if same > 1:  # another data cache with the same spectrogram: keep their sections apart
                 datas[key].name += f"-data{same}"

@@ -96,6 +96,21 @@ def split_halves(groups, labels, seed: int = 0) -> tuple[list[int], list[int]]:
     return first, second
 
 
+def lag_autocorrelation(x, max_lag: int) -> torch.Tensor:
+    """Mean normalised autocorrelation of the rows of ``x (N, T)`` at lags ``1..max_lag``: ``(max_lag,)``.
+
+    Each row's mean is removed; lag ``k`` is the mean of ``x[t] x[t + k]`` over the row's variance, averaged
+    over rows. A beat of ``p`` frames shows as peaks at ``k = p, 2p, ...`` (``benchmarks/melnet_beat.py``).
+    """
+    x = _matrix(x, "lag_autocorrelation")
+    if not 1 <= max_lag < x.shape[1]:
+        raise ConfigError(f"lag_autocorrelation: max_lag must be in 1..{x.shape[1] - 1} for rows of {x.shape[1]} "
+                          f"frames (got {max_lag})")
+    x = x - x.mean(1, keepdim=True)
+    var = (x * x).mean(1).clamp_min(1e-12)
+    return torch.stack([((x[:, :-k] * x[:, k:]).mean(1) / var).mean() for k in range(1, max_lag + 1)])
+
+
 def cosine_nearest(query, reference, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of ``query (Q, D)``, the nearest row of ``reference (R, D)`` by cosine distance.
 

@@ -76,3 +76,16 @@ def test_cosine_nearest_and_originality_flags_copies():
     assert o["expected_rate"] == 0.05 and 0.2 <= o["flag_rate"] < 0.45
     with pytest.raises(ConfigError, match="percentile"):
         M.originality(gen, train, heldout, percentile=0)
+
+
+def test_lag_autocorrelation_peaks_at_the_period_and_checks_its_lag():
+    t = torch.arange(200, dtype=torch.float64)
+    beat = (t % 8 == 0).double()[None].repeat(3, 1) + 0.01 * torch.randn(3, 200, generator=torch.Generator().manual_seed(0))
+    ac = M.lag_autocorrelation(beat, 16)
+    assert ac.shape == (16,)
+    assert int(ac.argmax()) + 1 in (8, 16) and ac[7] > 0.9 and ac[15] > 0.9   # lags 8 and 16
+    assert ac[3].abs() < 0.2                                                    # half a beat: no peak
+    noise = M.lag_autocorrelation(torch.randn(4, 400, generator=torch.Generator().manual_seed(1)), 16)
+    assert noise.abs().max() < 0.15
+    with pytest.raises(ConfigError, match="max_lag"):
+        M.lag_autocorrelation(beat, 200)

@@ -1,10 +1,13 @@
 """``nmusic demo``: the README's main job, end to end (quick budget)."""
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REQUIRED = ("model", "preset", "params", "train_seconds", "train_khz", "genres", "judges", "generated",
             "checkpoint")
@@ -57,3 +60,13 @@ def test_quick_melnet_demo_trains_tier_1_first_then_the_finer_tiers(tmp_path, on
     md = (tmp_path / "report.md").read_text()
     assert f"train_tiers=[1] to step {first['steps']:,}" in md and "then train_tiers=[2, 3, 4] to step" in md
     assert all(g["files"] for g in report["genres"].values())
+    # the beat check of the README ("Does tier 1 write a beat?") runs on such a run
+    spec = importlib.util.spec_from_file_location("melnet_beat", ROOT / "benchmarks" / "melnet_beat.py")
+    beat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(beat)
+    run = tmp_path / "runs" / "melnet-tiny"
+    result = beat.main([str(run), "--clips", "2", "--seconds", "6", "--prime", "0.25"])
+    assert set(result["autocorrelation"]) == {"real", "sampled", "primed_real", "primed_continuation"}
+    assert all(len(ac) == beat.MAX_LAG and all(-1.01 <= v <= 1.01 for v in ac) for ac in result["autocorrelation"].values())
+    assert -1 <= result["teacher_forced_lowest_bin"]["model_mean"] <= 1 and (run / "beat.json").exists()
+
