@@ -69,4 +69,3 @@ def test_quick_melnet_demo_trains_tier_1_first_then_the_finer_tiers(tmp_path, on
     assert set(result["autocorrelation"]) == {"real", "sampled", "primed_real", "primed_continuation"}
     assert all(len(ac) == beat.MAX_LAG and all(-1.01 <= v <= 1.01 for v in ac) for ac in result["autocorrelation"].values())
     assert -1 <= result["teacher_forced_lowest_bin"]["model_mean"] <= 1 and (run / "beat.json").exists()
-
