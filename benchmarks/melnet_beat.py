@@ -57,11 +57,11 @@ def main(argv=None) -> dict:
     genre = recipe.genres.index(args.genre)
     cache = find_cache(args.run, args.cache)
     data = EvaluationData.of_run(ckpt, cache, torch.device("cpu"))
-    spec = data.spec
-    samples = spec.samples(spec.frames(round(args.seconds * spec.sample_rate)))
-    if args.genre not in data.cache.genres:
-        raise SystemExit(f"--genre {args.genre!r} is not in {cache} (genres {data.cache.genres})")
-    files = [f for f in data.val_files if int(data.cache.genre_ids[f]) == data.cache.genres.index(args.genre)]
+    if list(recipe.genres) != list(data.cache.genres):
+        raise SystemExit(f"{args.run} was trained on genres {recipe.genres} but {cache} holds {data.cache.genres}; "
+                         f"pass the cache it was trained on with --cache")
+    samples = round(args.seconds * data.rate)
+    files = [f for f in data.val_files if int(data.cache.genre_ids[f]) == genre]
     chunks = spaced_chunks(data.cache, files, samples, 8, as_many_as_fit=True, seed=args.seed)[:args.clips]
     if not chunks:
         raise SystemExit(f"no held-out {args.genre} clips of {args.seconds:g} s in {cache}")
