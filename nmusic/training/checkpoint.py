@@ -22,6 +22,7 @@ from a background thread (:class:`BackgroundWriter`) on a CPU snapshot of the st
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import zipfile
@@ -201,10 +202,22 @@ def _as_lists(obj):
     return [_as_lists(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
 
 
+def _added_since(config, saved: dict) -> dict:
+    """Fields of ``config``'s dataclass that a checkpoint's ``saved`` config lacks (added to the code after
+    it was written), at their defaults: the checkpoint was trained as they are by default."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.name not in saved and f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.name not in saved and f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return tensors_and_builtins(out)
+
+
 def check_resumable(state: dict, path, recipe, genres: list[str]) -> None:
     """Raise :class:`CheckpointError` saying what to do unless checkpoint ``state`` (from ``path``) can go
     on training as ``recipe`` on data of ``genres``: same model, genres, spectrogram and model config
-    (the recipe's ``schedule_fields`` may differ)."""
+    (the recipe's ``schedule_fields`` may differ; fields the checkpoint predates count at their defaults)."""
     if state.get("model") != recipe.name:
         raise CheckpointError(f"{path} is a {state.get('model')!r} checkpoint, not {recipe.name!r}; "
                               f"use another run directory for a {recipe.name} run")
@@ -217,7 +230,8 @@ def check_resumable(state: dict, path, recipe, genres: list[str]) -> None:
     if state["spec"] != spec:
         raise CheckpointError(f"{path} used other spectrogram parameters ({'; '.join(config_diff(state['spec'], spec))}"
                               f"); resume with the same model config, or start a new run directory")
-    saved, now = dict(state["model_config"]), tensors_and_builtins(to_dict(recipe.config))
+    now = tensors_and_builtins(to_dict(recipe.config))
+    saved = {**_added_since(recipe.config, state["model_config"]), **state["model_config"]}
     for name in recipe.schedule_fields:
         saved.pop(name, None)
         now.pop(name, None)

@@ -322,3 +322,21 @@ def test_rnns_run_in_float32_under_cpu_bf16_autocast():
     ctx = StepContext(step=0, device=torch.device("cpu"), amp_dtype=torch.bfloat16)
     losses = r.train_step(mel, torch.tensor([0, 1]), ctx)
     assert all(math.isfinite(float(v)) for v in losses.values())
+
+
+def test_input_noise_perturbs_the_inputs_in_training_only():
+    """``input_noise``: the teacher-forced inputs (not the targets) get Gaussian noise while training."""
+    torch.manual_seed(0)
+    tier = Tier(6, 8, 1, 3, central=True, n_mixtures=3, input_noise=0.2)
+    x, genre = torch.rand(2, 5, 6) * 2 - 1, torch.tensor([0, 1])
+    tier.train()
+    assert not torch.allclose(tier(x, genre), tier(x, genre))
+    tier.eval()
+    torch.testing.assert_close(tier(x, genre), tier(x, genre), rtol=0, atol=0)
+    tier.input_noise = 0.0
+    torch.testing.assert_close(tier(x, genre), tier.train()(x, genre), rtol=0, atol=0)
+    recipe = MelNetRecipe(small_config(input_noise=[0.2]), SPEC, GENRES)
+    assert [t.input_noise for t in recipe.tiers()] == [0.2, 0, 0] and "input_noise" in recipe.schedule_fields
+    for bad in ([0.2, 0, 0, 0], [0.1, -1]):
+        with pytest.raises(ConfigError, match="input_noise"):
+            small_config(input_noise=bad)

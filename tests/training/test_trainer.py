@@ -235,6 +235,19 @@ def test_resume_refuses_other_genres_spec_or_model_config(tmp_path):
         trainer.fit()
 
 
+def test_resume_takes_fields_added_since_the_checkpoint_at_their_defaults(tmp_path):
+    """A run saved before a config field existed resumes as long as the field keeps its default."""
+    run = tmp_path / "run"
+    make_trainer(run, cfg(steps=2)).fit()
+    path = list_checkpoints(run)[-1]
+    state = torch.load(path, weights_only=True)
+    del state["model_config"]["noise"]                        # as written before `noise` was a field
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="noise: checkpoint 0.3, now 0.5"):
+        make_trainer(run, cfg(steps=4), ToyConfig(noise=0.5)).fit()
+    assert make_trainer(run, cfg(steps=4)).fit()[-1]["step"] == 4
+
+
 def test_user_errors_at_construction(tmp_path):
     cache = make_cache()
     with pytest.raises(ConfigError, match="amp='fp16' needs a CUDA GPU"):

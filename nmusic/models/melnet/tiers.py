@@ -107,14 +107,17 @@ class Tier(nn.Module):
 
     ``conditional`` tiers (``g >= 2``) own a :class:`FeatureExtractor`; ``genre_cond`` adds a
     genre embedding. ``checkpoint`` recomputes each layer in the backward pass
-    (``torch.utils.checkpoint``, ``use_reentrant=False``) to save activation memory.
+    (``torch.utils.checkpoint``, ``use_reentrant=False``) to save activation memory. ``input_noise``: in
+    training mode, Gaussian noise of that std is added to the inputs (the earlier elements the stacks read),
+    never to the targets, so the tier learns to predict from inputs as imperfect as its own samples.
     """
 
     def __init__(self, n_freq: int, dim: int, layers: int, n_genres: int, *, rnn: str = "lstm",
                  central: bool = False, n_mixtures: int = 10, scale_floor: float = 5e-3,
                  genre_cond: bool = True, conditional: bool = False, cond_dim: int = 32, cond_layers: int = 1,
-                 checkpoint: bool = False):
+                 checkpoint: bool = False, input_noise: float = 0.0):
         super().__init__()
+        self.input_noise = input_noise
         self.n_freq, self.dim, self.central = n_freq, dim, central
         self.scale_floor, self.checkpoint = scale_floor, checkpoint
         self.in_t = nn.Linear(1, dim)
@@ -172,8 +175,9 @@ class Tier(nn.Module):
         """
         if z is None:
             z = self.condition(genre, context, x.shape[1])
-        x_time = F.pad(x, (0, 0, 1, 0))[:, :-1]      # x[i-1, j]; zeros before the first frame
-        x_freq = F.pad(x, (1, 0))[:, :, :-1]          # x[i, j-1]; zeros below the first bin
+        x_in = x + self.input_noise * torch.randn_like(x) if self.input_noise and self.training else x
+        x_time = F.pad(x_in, (0, 0, 1, 0))[:, :-1]   # x[i-1, j]; zeros before the first frame
+        x_freq = F.pad(x_in, (1, 0))[:, :, :-1]       # x[i, j-1]; zeros below the first bin
         h_t, h_c = self.time_inputs(x_time, z)
         h_f = self.freq_inputs(x_freq, z)
         for layer in self.layers:
