@@ -81,15 +81,17 @@ def train_within(model: str, preset: str, cfg, cache_path, run_dir, time_budget_
     """Train ``model`` into ``run_dir`` within ``time_budget_s`` seconds, spent as the recipe's
     :meth:`~nmusic.models.base.Recipe.budget_sessions` say (MelNet: tier 1 first, then the finer tiers), each
     session a :func:`train_model` call resuming the last. Returns the last session's summary, with the
-    seconds and audio rate over all sessions and ``sessions``: what each one trained."""
+    seconds and audio rate over all sessions and ``sessions``: what each one trained (its steps, seconds and
+    the schedule fields that differ between the sessions)."""
     cls = recipe_class(model)
     plan = cls.budget_sessions(cfg)
     summaries = [train_model(model, preset, session_cfg, cache_path, run_dir, time_budget_s=time_budget_s * share,
                              **kwargs) for session_cfg, share in plan]
     seconds = sum(s["train_seconds"] for s in summaries)
     khz = sum(s["train_khz"] * s["train_seconds"] for s in summaries) / max(seconds, 1e-9)
+    changing = [name for name in cls.schedule_fields if len({repr(to_dict(c)[name]) for c, _ in plan}) > 1]
     sessions = [{"steps": s["steps"], "train_seconds": s["train_seconds"],
-                 **{name: to_dict(session_cfg)[name] for name in cls.schedule_fields}}
+                 **{name: to_dict(session_cfg)[name] for name in changing}}
                 for s, (session_cfg, _) in zip(summaries, plan)]
     return {**summaries[-1], "train_seconds": seconds, "train_khz": khz, "sessions": sessions}
 

@@ -26,12 +26,14 @@ def test_melnet_spends_a_budget_on_tier_1_first_then_on_the_finer_tiers():
 def test_train_within_trains_tier_1_alone_then_the_finer_tiers_on_top(tmp_path, one_thread):
     cache = make_cache(sample_rate=16000, seconds=1.0)
     cache.save(tmp_path / "cache.pt")
-    cfg = MelNetConfig(clip_frames=16, batch_size=2, dim=4, layers=[1, 1, 1], n_mixtures=2, cond_dim=2)
+    cfg = MelNetConfig(clip_frames=16, batch_size=2, dim=4, layers=[1, 1, 1], n_mixtures=2, cond_dim=2,
+                       input_noise=[0.1])
     run = tmp_path / "run"
     summary = train_within("melnet", "test", cfg, tmp_path / "cache.pt", run, 4.0, progress=False,
                            train_overrides={"ckpt_every": 0, "sample_every": 0, "keep_last": 10})
     first, second = summary["sessions"]
     assert first["train_tiers"] == (1,) and second["train_tiers"] == (2, 3)
+    assert "input_noise" not in first          # a schedule field the sessions share is not listed per session
     assert 0 < first["steps"] < second["steps"] == summary["steps"]
     assert summary["train_seconds"] == pytest.approx(first["train_seconds"] + second["train_seconds"])
     assert 3.0 < summary["train_seconds"] < 8.0
