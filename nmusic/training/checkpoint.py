@@ -207,9 +207,11 @@ def _added_since(config, saved: dict) -> dict:
     it was written), at their defaults: the checkpoint was trained as they are by default."""
     out = {}
     for f in dataclasses.fields(config):
-        if f.name not in saved and f.default is not dataclasses.MISSING:
+        if f.name in saved:
+            continue
+        if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
-        elif f.name not in saved and f.default_factory is not dataclasses.MISSING:
+        elif f.default_factory is not dataclasses.MISSING:
             out[f.name] = f.default_factory()
     return tensors_and_builtins(out)
 

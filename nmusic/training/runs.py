@@ -89,10 +89,10 @@ def train_within(model: str, preset: str, cfg, cache_path, run_dir, time_budget_
                              **kwargs) for session_cfg, share in plan]
     seconds = sum(s["train_seconds"] for s in summaries)
     khz = sum(s["train_khz"] * s["train_seconds"] for s in summaries) / max(seconds, 1e-9)
-    changing = [name for name in cls.schedule_fields if len({repr(to_dict(c)[name]) for c, _ in plan}) > 1]
-    sessions = [{"steps": s["steps"], "train_seconds": s["train_seconds"],
-                 **{name: to_dict(session_cfg)[name] for name in changing}}
-                for s, (session_cfg, _) in zip(summaries, plan)]
+    configs = [to_dict(session_cfg) for session_cfg, _ in plan]
+    changing = [name for name in cls.schedule_fields if len({repr(c[name]) for c in configs}) > 1]
+    sessions = [{"steps": s["steps"], "train_seconds": s["train_seconds"], **{name: c[name] for name in changing}}
+                for s, c in zip(summaries, configs)]
     return {**summaries[-1], "train_seconds": seconds, "train_khz": khz, "sessions": sessions}
 
 
